@@ -1,0 +1,9 @@
+"""Typed errors raised by the library; the CLIs turn them into one line and exit code 2."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the value."""
+
+
+class DataError(ValueError):
+    """A data source is missing or unusable; the message names the file and the problem."""
