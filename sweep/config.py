@@ -234,7 +234,19 @@ def load_study(path: str | os.PathLike, overrides: Sequence[str] = ()) -> StudyC
         raise ConfigError(f"{path}: the study file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study must be a mapping of sections, got {_show(raw)}")
-    return parse_study(apply_overrides(raw, overrides))
+    return _absolute_paths(parse_study(apply_overrides(raw, overrides)), path.parent)
+
+
+def _absolute_paths(study: StudyConfig, study_dir: Path) -> StudyConfig:
+    """Make a relative data path absolute (the saved study.yaml must work from any directory):
+    relative to the current directory when it exists there, else to the study file's folder."""
+    source = study.data.source
+    if source in BUILTIN_SOURCES or "://" in source or os.path.isabs(source):
+        return study
+    here = Path(source)
+    found = here if here.exists() else study_dir / source
+    data = dataclasses.replace(study.data, source=str(found.resolve()))
+    return dataclasses.replace(study, data=data)
 
 
 def _one_line(exc: yaml.YAMLError) -> str:

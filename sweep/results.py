@@ -7,6 +7,12 @@ Layout of ``<results>/<name>/``: ``trials.parquet`` (one row per trial), ``epoch
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
 import pyarrow as pa
 
 TRIAL_STATUSES = ("completed", "early_stopped", "diverged", "error", "running")
@@ -70,3 +76,269 @@ EPOCHS_FILE = "epochs.parquet"
 STUDY_FILE = "study.yaml"
 RUN_FILE = "run.json"
 RAY_DIR = "ray"
+
+
+def trials_schema(hp_columns: Mapping[str, type]) -> pa.Schema:
+    """TRIALS_SCHEMA with one ``hp_<name>`` column per optimizer hyperparameter, after ``seed``."""
+    fields = list(TRIALS_SCHEMA)
+    at = TRIALS_SCHEMA.get_field_index("seed") + 1
+    extra = [
+        pa.field(HP_PREFIX + name, pa.bool_() if kind is bool else pa.float64())
+        for name, kind in sorted(hp_columns.items())
+    ]
+    return pa.schema(fields[:at] + extra + fields[at:])
+
+
+_BEST = {"val_loss": min, "val_acc": max, "val_rmse": min}
+
+
+class ResultsWriter:
+    """Keeps a study's trial and epoch rows, journals every event, and rewrites the Parquet files.
+
+    Every reported epoch is appended to a JSON-lines journal at once (a killed driver loses
+    nothing), and the Parquet files are replaced atomically at most every ``flush_interval_s``,
+    when a trial ends, and on ``flush()``. Epoch rows are keyed by (trial_id, epoch), so a trial
+    that is retried from a checkpoint overwrites its re-run epochs instead of duplicating them.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        *,
+        hp_columns: Mapping[str, type],
+        metric: str,
+        mode: str,
+        journal: str | None = None,
+        flush_interval_s: float = 2.0,
+    ) -> None:
+        self.out = out
+        self.hp_columns = dict(hp_columns)
+        self.metric = metric
+        self.mode = mode
+        self.journal_path = journal
+        self.flush_interval_s = flush_interval_s
+        self._trials: dict[str, dict] = {}
+        self._points: dict[str, dict] = {}
+        self._epochs: dict[str, dict[int, dict]] = {}
+        self._journal = None
+        self._dirty = False
+        self._replaying = False
+        self._last_flush = 0.0
+
+    # ---- events ---------------------------------------------------------------------------
+    def on_result(self, trial_id: str, point: Mapping, metrics: Mapping) -> None:
+        """Record one reported epoch of a trial."""
+        self._log({"kind": "result", "trial_id": trial_id, "point": point, "metrics": metrics})
+        self._points[trial_id] = dict(point)
+        row = {name: _float_or_none(metrics.get(name)) for name in _EPOCH_FLOATS}
+        row.update(
+            trial_id=trial_id, epoch=int(metrics["epoch"]), steps=_int_or_none(metrics.get("steps"))
+        )
+        self._epochs.setdefault(trial_id, {})[row["epoch"]] = row
+        trial = self._trials.setdefault(trial_id, {"status": "running", "error": None})
+        trial["last"] = dict(metrics)
+        if trial["status"] != "error":
+            trial["status"] = "running"
+        self._dirty = True
+        self.maybe_flush()
+
+    def on_end(self, trial_id: str, point: Mapping, status: str, error: str | None = None) -> None:
+        """Record how a trial ended: completed, early_stopped, diverged or error."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"not a terminal status: {status!r}")
+        self._log(
+            {"kind": "end", "trial_id": trial_id, "point": point, "status": status, "error": error}
+        )
+        self._points[trial_id] = dict(point)
+        trial = self._trials.setdefault(trial_id, {"last": {}})
+        trial.update(status=status, error=error)
+        self._dirty = True
+        if not self._replaying:
+            self.flush()
+
+    def status_of(self, trial_id: str) -> str | None:
+        trial = self._trials.get(trial_id)
+        return trial["status"] if trial else None
+
+    def last_metrics(self, trial_id: str) -> dict:
+        return dict(self._trials.get(trial_id, {}).get("last", {}))
+
+    def statuses(self) -> dict[str, str]:
+        return {tid: t["status"] for tid, t in self._trials.items()}
+
+    # ---- persistence ------------------------------------------------------------------------
+    def replay_journal(self) -> int:
+        """Reload the events of an earlier run from the journal; returns how many were read."""
+        if not self.journal_path or not os.path.exists(self.journal_path):
+            return 0
+        journal, self.journal_path = self.journal_path, None  # do not re-append while replaying
+        self._replaying = True
+        count = 0
+        try:
+            with open(journal, encoding="utf-8") as lines:
+                for line in lines:
+                    try:
+                        event = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a kill
+                    if event["kind"] == "result":
+                        self.on_result(event["trial_id"], event["point"], event["metrics"])
+                    else:
+                        self.on_end(
+                            event["trial_id"], event["point"], event["status"], event["error"]
+                        )
+                    count += 1
+        finally:
+            self.journal_path = journal
+            self._replaying = False
+        return count
+
+    def load_parquet(self) -> int:
+        """Reload an earlier run's rows from its Parquet files; returns the number of trials."""
+        from sweep import storage
+
+        trials_uri = storage.join(self.out, TRIALS_FILE)
+        epochs_uri = storage.join(self.out, EPOCHS_FILE)
+        if not (storage.exists(trials_uri) and storage.exists(epochs_uri)):
+            return 0
+        for row in storage.read_parquet(epochs_uri).to_pylist():
+            self._epochs.setdefault(row["trial_id"], {})[row["epoch"]] = row
+        trials = storage.read_parquet(trials_uri).to_pylist()
+        for row in trials:
+            params = {
+                key[len(HP_PREFIX) :]: value
+                for key, value in row.items()
+                if key.startswith(HP_PREFIX) and value is not None
+            }
+            self._points[row["trial_id"]] = {
+                "optimizer": row["optimizer"],
+                "lr": row["lr"],
+                "batch_size": row["batch_size"],
+                "seed": row["seed"],
+                "optimizer_params": params,
+            }
+            last = {key: row[key] for key in _LAST_KEYS}
+            self._trials[row["trial_id"]] = {
+                "status": row["status"],
+                "error": row["error"],
+                "last": last,
+            }
+        return len(trials)
+
+    def maybe_flush(self) -> None:
+        if (
+            self._dirty
+            and not self._replaying
+            and time.monotonic() - self._last_flush >= self.flush_interval_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Replace trials.parquet and epochs.parquet atomically with everything recorded."""
+        from sweep import storage
+
+        storage.write_parquet_atomic(self.trials_table(), storage.join(self.out, TRIALS_FILE))
+        storage.write_parquet_atomic(self.epochs_table(), storage.join(self.out, EPOCHS_FILE))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _log(self, event: dict) -> None:
+        if not self.journal_path:
+            return
+        if self._journal is None:
+            self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._journal.write(json.dumps(event, default=_json_default) + "\n")
+        self._journal.flush()
+
+    # ---- tables -------------------------------------------------------------------------------
+    def epochs_table(self) -> pa.Table:
+        rows = [row for tid in sorted(self._epochs) for _, row in sorted(self._epochs[tid].items())]
+        return pa.Table.from_pylist(rows, schema=EPOCHS_SCHEMA)
+
+    def trials_table(self) -> pa.Table:
+        rows = [self._trial_row(tid) for tid in sorted(self._trials)]
+        return pa.Table.from_pylist(rows, schema=trials_schema(self.hp_columns))
+
+    def _trial_row(self, trial_id: str) -> dict:
+        trial, point = self._trials[trial_id], self._points[trial_id]
+        epochs = [row for _, row in sorted(self._epochs.get(trial_id, {}).items())]
+        last = trial.get("last", {})
+        final = epochs[-1] if epochs else {}
+        params = point.get("optimizer_params", {})
+        row = {
+            "trial_id": trial_id,
+            "optimizer": point["optimizer"],
+            "lr": float(point["lr"]),
+            "batch_size": int(point["batch_size"]),
+            "seed": int(point["seed"]),
+            "status": trial["status"],
+            "error": trial.get("error"),
+            "epochs_run": len(epochs),
+            "best_epoch": _best_epoch(epochs, self.metric, self.mode),
+            "final_train_loss": final.get("train_loss"),
+            "steps": final.get("steps"),
+            "train_time_s": final.get("elapsed_s"),
+            "samples_per_s": _mean([e["samples_per_s"] for e in epochs]),
+            "node_id": last.get("node_id"),
+            "device": last.get("device"),
+            "gpu_fraction": _float_or_none(last.get("gpu_fraction")),
+        }
+        for name in self.hp_columns:
+            value = params.get(name)
+            row[HP_PREFIX + name] = (
+                value if value is None or isinstance(value, bool) else float(value)
+            )
+        for name, best in _BEST.items():
+            values = [e[name] for e in epochs if e[name] is not None and math.isfinite(e[name])]
+            row[f"best_{name}"] = best(values) if values else None
+            row[f"final_{name}"] = final.get(name)
+        completed = trial["status"] == "completed"
+        for name in ("test_loss", "test_acc", "test_rmse"):
+            row[name] = _float_or_none(last.get(name)) if completed else None
+        return row
+
+
+_EPOCH_FLOATS = (
+    "train_loss", "val_loss", "val_acc", "val_rmse", "epoch_time_s", "samples_per_s", "elapsed_s",
+)  # fmt: skip
+
+
+_LAST_KEYS = ("node_id", "device", "gpu_fraction", "test_loss", "test_acc", "test_rmse")
+
+
+def _best_epoch(epochs: list[dict], metric: str, mode: str) -> int | None:
+    scored = [(e[metric], e["epoch"]) for e in epochs if _finite(e.get(metric))]
+    if not scored:
+        return None
+    if mode == "min":
+        return min(scored, key=lambda pair: (pair[0], pair[1]))[1]
+    return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # ties: the earliest epoch
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _mean(values: list) -> float | None:
+    finite = [v for v in values if _finite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int_or_none(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"cannot journal {type(value).__name__}")

@@ -1,0 +1,205 @@
+"""Command line: ``python -m sweep run|resume|validate|status|dir`` (also ``mlp-sweep``).
+
+Thin: parse, call the library, turn typed errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from model.errors import ConfigError, DataError
+from sweep.cluster import ClusterAddressError
+from sweep.storage import StorageError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+USER_ERRORS = (ConfigError, DataError, StorageError, ClusterAddressError)
+
+EXAMPLES = {
+    "run": "example: python -m sweep run sweep/configs/default.yaml --set train.epochs=5",
+    "resume": "example: python -m sweep resume results/digits-optimizers",
+    "validate": "example: python -m sweep validate sweep/configs/default.yaml",
+    "status": "example: python -m sweep status results/digits-optimizers",
+    "dir": "example: python -m sweep dir sweep/configs/default.yaml --results results",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep",
+        description="Run a hyperparameter study of a PyTorch MLP on Ray Tune.",
+        epilog="example: python -m sweep run sweep/configs/default.yaml",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = command("run", "Run a study: every optimizer x lr x batch size x seed on Ray Tune.")
+    _study_args(run)
+    _ray_args(run)
+    run.add_argument(
+        "--exist-ok", action="store_true", help="resume when the results already hold this study"
+    )
+    resume = command("resume", "Finish an interrupted study from its results directory.")
+    resume.add_argument("dir", metavar="DIR", help="results directory (or URI) of the study")
+    _ray_args(resume)
+    validate = command("validate", "Check a study file and its data; start nothing.")
+    _study_args(validate)
+    status = command("status", "Show how far a study has got, from its results directory.")
+    status.add_argument("dir", metavar="DIR", help="results directory (or URI) of the study")
+    status.add_argument("--json", action="store_true", help="print the counts as JSON")
+    where = command("dir", "Print the results directory a study would use.")
+    _study_args(where)
+    return parser
+
+
+def _study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY.yaml", help="the study file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set train.epochs=5 (repeatable; VALUE is YAML)",
+    )
+    parser.add_argument("--name", help="study name (results go to RESULTS/NAME)")
+    parser.add_argument("--results", default="results", help="results root (default ./results)")
+    parser.add_argument("--storage", help="results root as a path or URI (s3://, gs://, file://)")
+
+
+def _ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="join this Ray cluster (host:port, auto, ray://)")
+    parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
+    parser.add_argument("--tensorboard", action="store_true", help="keep Ray's result loggers")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--num-gpus", type=float, help="GPUs of the local Ray (default: detected)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _load(args):
+    from sweep.config import load_study
+
+    overrides = list(args.overrides) + ([f"name={args.name}"] if args.name else [])
+    return load_study(args.study, overrides)
+
+
+def _options(args, **extra):
+    from sweep.runner import RunOptions
+
+    return RunOptions(
+        results=getattr(args, "results", "results"),
+        storage=getattr(args, "storage", None),
+        address=args.address,
+        dashboard=args.dashboard,
+        tensorboard=args.tensorboard,
+        verbose=args.verbose,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        progress=sys.stderr,
+        **extra,
+    )
+
+
+def cmd_run(args) -> int:
+    from sweep import runner
+
+    study = _load(args)
+    opts = _options(args)
+    if args.exist_ok and runner.holds_study(runner.study_dir(study, opts), study):
+        return _finish(runner.resume_study(runner.study_dir(study, opts), opts))
+    return _finish(runner.run_study(study, opts))
+
+
+def cmd_resume(args) -> int:
+    from sweep import runner
+
+    return _finish(runner.resume_study(args.dir, _options(args)))
+
+
+def _finish(summary) -> int:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.statuses.items()))
+    print(f"{summary.done}/{summary.total} trials done ({counts or 'none'})", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted; finish with: python -m sweep resume {summary.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"results: {summary.out}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from model.data import load_dataset
+    from sweep.config import check_study_against_data
+    from sweep.space import trial_count
+
+    study = _load(args)
+    data = load_dataset(study.data)
+    check_study_against_data(study, data.n_train)
+    print(
+        f"ok: {study.name}: {trial_count(study)} trials on {data.name} ({data.n_train} train rows)"
+    )
+    return 0
+
+
+def cmd_dir(args) -> int:
+    from sweep.runner import RunOptions, study_dir
+
+    study = _load(args)
+    print(study_dir(study, RunOptions(results=args.results, storage=args.storage)))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from sweep.status import study_status
+
+    report = study_status(args.dir)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_status(report))
+    return 0
+
+
+def format_status(report: dict) -> str:
+    lines = [f"study {report['name']}: {report['done']}/{report['total']} trials done"]
+    for status, n in sorted(report["statuses"].items()):
+        lines.append(f"  {status:<14}{n}")
+    lines.append(f"  {'pending':<14}{report['pending']}")
+    if report.get("best"):
+        lines.append(f"best: {report['best']}")
+    lines.append(f"started {report.get('started')}, ended {report.get('ended') or '-'}")
+    return "\n".join(lines)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "validate": cmd_validate,
+    "status": cmd_status,
+    "dir": cmd_dir,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

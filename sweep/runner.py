@@ -1,0 +1,503 @@
+"""Runs a study on Ray Tune: resources, scheduler, callbacks, Parquet streaming, resume.
+
+Used by ``python -m sweep run STUDY.yaml`` and ``python -m sweep resume DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import TextIO
+
+# Every Ray process of a local run stays on 127.0.0.1 (must be set before ray is imported).
+if "RAY_ADDRESS" not in os.environ:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+
+from model.data import load_dataset  # noqa: E402
+from model.errors import ConfigError  # noqa: E402
+from sweep import storage  # noqa: E402
+from sweep.cluster import check_address  # noqa: E402
+from sweep.config import StudyConfig, check_study_against_data, dump_study, parse_study  # noqa: E402
+from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter  # noqa: E402
+from sweep.space import hyperparameter_columns, param_space, trial_count  # noqa: E402
+from sweep.trial import dataset_to_payload, run_trial  # noqa: E402
+
+log = logging.getLogger(__name__)
+JOURNAL_FILE = "journal.jsonl"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How and where to run a study (everything the study file does not say)."""
+
+    results: str = "results"  # local directory holding <name>/
+    storage: str | None = None  # local path or URI (file://, s3://, gs://); overrides results
+    address: str | None = None  # an existing Ray cluster; None starts a local one
+    dashboard: bool = False
+    tensorboard: bool = False
+    verbose: bool = False
+    num_cpus: int | None = None  # local Ray only
+    num_gpus: float | None = None  # local Ray only; logical GPUs work without CUDA
+    progress: TextIO | None = None  # where the live progress line goes (None: silent)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished (or interrupted) run leaves behind."""
+
+    out: str
+    total: int
+    statuses: dict[str, int]
+    interrupted: bool
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s in TERMINAL_STATUSES)
+
+
+def study_dir(study: StudyConfig, opts: RunOptions) -> str:
+    """Where a study's results go: <storage or results>/<name>."""
+    root = opts.storage or os.path.abspath(opts.results)
+    return storage.join(root, study.name)
+
+
+# ---- checks before anything starts ------------------------------------------------------------
+def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
+    """Load the data and run every check that needs no Ray. Nothing is started or written."""
+    dataset = load_dataset(study.data)
+    check_study_against_data(study, dataset.n_train)
+    out = study_dir(study, opts)
+    if opts.address is None and study.resources.gpus_per_trial > 0:
+        gpus = opts.num_gpus if opts.num_gpus is not None else _local_gpu_count()
+        if gpus <= 0 and not ray.is_initialized():
+            raise ConfigError(
+                f"resources.gpus_per_trial: {study.resources.gpus_per_trial} GPUs asked, "
+                "but this machine has no GPU (set it to 0)"
+            )
+    if opts.storage:
+        storage.check_reachable(opts.storage)
+    elif not resume:
+        _check_writable(out)
+    if not resume:
+        _check_fresh(out, study)
+    return dataset, out
+
+
+def _local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_writable(out: str) -> None:
+    probe = out
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results: directory {probe!r} is not writable")
+
+
+def holds_study(out: str, study: StudyConfig) -> bool:
+    """True when ``out`` already holds results of exactly this study."""
+    return storage.exists(storage.join(out, STUDY_FILE)) and load_saved_study(out) == study
+
+
+def _check_fresh(out: str, study: StudyConfig) -> None:
+    if not storage.exists(storage.join(out, STUDY_FILE)):
+        return
+    previous = load_saved_study(out)
+    if previous != study:
+        raise ConfigError(f"results: {out} already holds a different study ({previous.name!r})")
+    raise ConfigError(
+        f"results: {out} already holds this study; finish it with `python -m sweep resume {out}`"
+    )
+
+
+def load_saved_study(out: str) -> StudyConfig:
+    """The resolved study saved in a results directory."""
+    import yaml
+
+    path = storage.join(out, STUDY_FILE)
+    if not storage.exists(path):
+        raise ConfigError(f"results: {out} holds no {STUDY_FILE} (not a sweep results directory)")
+    return parse_study(yaml.safe_load(storage.read_bytes(path)))
+
+
+# ---- Ray session ------------------------------------------------------------------------------
+@contextmanager
+def ray_session(opts: RunOptions) -> Iterator[None]:
+    """Join the cluster at opts.address, reuse an initialized Ray, or start a private local one."""
+    if ray.is_initialized():
+        yield
+        return
+    quiet = not opts.verbose
+    common = dict(
+        include_dashboard=opts.dashboard,
+        log_to_driver=not quiet,
+        logging_level=logging.ERROR if quiet else logging.INFO,
+    )
+    if opts.address:
+        check_address(opts.address)
+        ray.init(address=opts.address, **common)
+    else:
+        ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, **common)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_cluster_gpus(study: StudyConfig) -> None:
+    if study.resources.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
+        raise ConfigError(
+            f"resources.gpus_per_trial: {study.resources.gpus_per_trial} GPUs asked, "
+            "but the Ray cluster has no GPU"
+        )
+
+
+# ---- the run --------------------------------------------------------------------------------
+def run_study(
+    study: StudyConfig, opts: RunOptions, *, callbacks: Sequence[tune.Callback] = ()
+) -> RunSummary:
+    """Validate, then run the whole grid on Ray Tune, streaming results into Parquet."""
+    dataset, out = prepare(study, opts)
+    with ray_session(opts):
+        _check_cluster_gpus(study)
+        storage.makedirs(out)
+        storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
+        _write_run_info(out, study, opts, start=True)
+        writer_cb = _writer_callback(study, out)
+        tuner = tune.Tuner(
+            _trainable(study, dataset),
+            param_space={**param_space(study), "fixed": fixed_params(study)},
+            tune_config=_tune_config(study),
+            run_config=_run_config(study, out, opts, [writer_cb, *_progress(study, opts)]),
+        )
+        return _fit(tuner, study, out, opts, writer_cb, callbacks)
+
+
+def resume_study(
+    out: str, opts: RunOptions, *, callbacks: Sequence[tune.Callback] = ()
+) -> RunSummary:
+    """Finish an interrupted run from its results directory, with Ray's own Tuner.restore."""
+    study = load_saved_study(out)
+    dataset, _ = prepare(study, opts, resume=True)
+    experiment = storage.join(out, RAY_DIR)
+    with ray_session(opts):
+        fs, path = storage.resolve(experiment)
+        if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
+            raise ConfigError(f"results: no Ray experiment to resume in {experiment}")
+        tuner = tune.Tuner.restore(
+            experiment if _is_local(experiment) else path,
+            trainable=_trainable(study, dataset),
+            resume_unfinished=True,
+            resume_errored=False,
+            storage_filesystem=_fs_or_none(experiment),
+        )
+        run_config = tuner._local_tuner.get_run_config()  # the callbacks are re-armed here
+        writer_cb = _writer_callback(study, out)
+        run_config.callbacks = [writer_cb, *_progress(study, opts)]
+        return _fit(tuner, study, out, opts, writer_cb, callbacks, resumed=True)
+
+
+def _fit(tuner, study, out, opts, writer_cb, callbacks, *, resumed: bool = False) -> RunSummary:
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = [*run_config.callbacks, *callbacks]
+    total = trial_count(study)
+    if opts.progress is not None:
+        verb = "resuming" if resumed else "running"
+        print(f"{verb} {study.name}: {total} trials -> {out}", file=opts.progress, flush=True)
+    try:
+        tuner.fit()
+    finally:
+        writer_cb.close()
+        counts = writer_cb.counts()
+        _write_run_info(out, study, opts, start=False, counts=counts)
+    done = sum(n for s, n in counts.items() if s in TERMINAL_STATUSES)
+    return RunSummary(out=out, total=total, statuses=counts, interrupted=done < total)
+
+
+def fixed_params(study: StudyConfig) -> dict:
+    """The part of every trial's config that the grid does not vary."""
+    m = study.model
+    return {
+        "model": {
+            "hidden": tuple(m.hidden),
+            "activation": m.activation,
+            "output_activation": m.output_activation,
+            "init": m.init,
+            "init_scale": m.init_scale,
+            "bias": m.bias,
+            "loss": m.loss,
+        },
+        "epochs": study.train.epochs,
+        "checkpoint_every": study.train.checkpoint_every,
+        "cpus_per_trial": study.resources.cpus_per_trial,
+        "gpus_per_trial": study.resources.gpus_per_trial,
+    }
+
+
+def _trainable(study: StudyConfig, dataset):
+    resources = {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial}
+    payload = dataset_to_payload(dataset)
+    return tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
+
+
+def _tune_config(study: StudyConfig) -> tune.TuneConfig:
+    sched = study.scheduler
+    if sched.type == "asha":
+        scheduler = ASHAScheduler(  # metric and mode come from TuneConfig only
+            time_attr="epoch",
+            max_t=study.train.epochs,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(
+        metric=study.train.metric, mode=study.train.mode, scheduler=scheduler, reuse_actors=True
+    )
+
+
+def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
+    if opts.tensorboard:
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
+    fs = _fs_or_none(out)
+    return tune.RunConfig(
+        name=RAY_DIR,
+        storage_path=out if fs is None else storage.resolve(out)[1],
+        storage_filesystem=fs,
+        callbacks=callbacks,
+        verbose=1 if opts.verbose else 0,
+        failure_config=tune.FailureConfig(max_failures=study.train.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _fs_or_none(uri: str):
+    return None if _is_local(uri) else storage.resolve(uri)[0]
+
+
+def _writer_callback(study: StudyConfig, out: str) -> ResultsCallback:
+    return ResultsCallback(
+        out=out,
+        hp_columns=hyperparameter_columns(study),
+        metric=study.train.metric,
+        mode=study.train.mode,
+        journal=storage.join(out, JOURNAL_FILE) if _is_local(out) else None,
+    )
+
+
+def _progress(study: StudyConfig, opts: RunOptions) -> list:
+    if opts.progress is None or opts.verbose:
+        return []
+    return [
+        ProgressCallback(trial_count(study), study.train.metric, study.train.mode, opts.progress)
+    ]
+
+
+def _write_run_info(out: str, study, opts: RunOptions, *, start: bool, counts=None) -> None:
+    path = storage.join(out, RUN_FILE)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if start:
+        info = {
+            "study": study.name,
+            "started": now,
+            "ended": None,
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "packages": _versions(),
+            "git_commit": _git_commit(),
+            "address": opts.address,
+            "trials": trial_count(study),
+            "runs": [],
+        }
+        if storage.exists(path):  # a resumed run keeps the first start
+            info = {**json.loads(storage.read_bytes(path)), "ended": None}
+        info["runs"].append({"started": now, "ended": None})
+    else:
+        info = json.loads(storage.read_bytes(path))
+        info["ended"] = now
+        info["runs"][-1]["ended"] = now
+        info["statuses"] = counts
+    storage.write_bytes_atomic(path, json.dumps(info, indent=2).encode())
+
+
+def _versions() -> dict[str, str]:
+    names = ("mlp-sweep", "torch", "ray", "numpy", "pandas", "pyarrow", "scikit-learn")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+# ---- callbacks (run in the driver) ------------------------------------------------------------
+class ResultsCallback(tune.Callback):
+    """Streams every reported epoch and every trial's end into the ResultsWriter."""
+
+    def __init__(self, **writer_args) -> None:
+        self._args = writer_args
+        self.writer: ResultsWriter | None = None
+
+    def setup(self, **info) -> None:
+        self._ensure()
+
+    def _ensure(self) -> ResultsWriter:
+        if self.writer is None:
+            self.writer = ResultsWriter(**self._args)
+            if not self.writer.replay_journal():  # a resumed run starts from what was reported
+                self.writer.load_parquet()
+        return self.writer
+
+    def __getstate__(self) -> dict:  # Tune pickles its run config; the writer stays behind
+        return {"_args": self._args, "writer": None}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._ensure().on_result(trial.trial_id, trial.config["point"], _plain(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        writer = self._ensure()
+        last = writer.last_metrics(trial.trial_id)
+        status = last.get("status")
+        if status not in ("completed", "diverged"):
+            status = "early_stopped"
+        writer.on_end(trial.trial_id, trial.config["point"], status)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ensure().on_end(trial.trial_id, trial.config["point"], "error", _error_text(trial))
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self._ensure().statuses().values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+_RESULT_KEYS = (
+    "epoch", "train_loss", "val_loss", "val_acc", "val_rmse", "epoch_time_s", "samples_per_s",
+    "steps", "elapsed_s", "status", "test_loss", "test_acc", "test_rmse", "node_id", "device",
+    "gpu_fraction",
+)  # fmt: skip
+
+
+def _plain(result: dict) -> dict:
+    return {key: result.get(key) for key in _RESULT_KEYS}
+
+
+def _error_text(trial) -> str:
+    error = None
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - the message is best effort, the status is not
+        pass
+    if error is None:
+        return "trial failed (no error recorded)"
+    cause = getattr(error, "cause", None) or error
+    text = f"{type(cause).__name__}: {cause}".strip()
+    return " ".join(text.split())[:2000]
+
+
+class ProgressCallback(tune.Callback):
+    """One live progress line: done / running / pending / early-stopped / diverged / errored."""
+
+    def __init__(self, total: int, metric: str, mode: str, stream: TextIO, every_s: float = 1.0):
+        self.total, self.metric, self.mode = total, metric, mode
+        self.stream, self.every_s = stream, every_s
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.best: tuple[float, str] | None = None
+        self.ended: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stream=sys.stderr)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if value is None or value != value:  # None or NaN
+            return
+        key = value if self.mode == "min" else -value
+        if self.best is None or key < self.best[0]:
+            p = trial.config["point"]
+            where = f"{p['optimizer']} lr={p['lr']:g} bs={p['batch_size']}"
+            self.best = (key, f"{self.metric} {value:.4g} ({where})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        status = trial.last_result.get("status")
+        self.ended[trial.trial_id] = status if status in ("completed", "diverged") else "early"
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = "errored"
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.monotonic()
+        if now - self.last >= (self.every_s if self.tty else 10 * self.every_s):
+            self.last = now
+            self._show(trials)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._show(trials)
+        if self.tty:
+            print(file=self.stream, flush=True)
+
+    def _show(self, trials) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        done = len(self.ended)
+        n = {
+            k: sum(1 for s in self.ended.values() if s == k)
+            for k in ("early", "diverged", "errored")
+        }
+        elapsed = time.monotonic() - self.start
+        eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
+        best = self.best[1] if self.best else "-"
+        line = (
+            f"done {done}/{self.total}  running {running}  pending {self.total - done - running}  "
+            f"early-stopped {n['early']}  diverged {n['diverged']}  errored {n['errored']}  "
+            f"| best {best} | {elapsed:.0f}s elapsed, ETA {eta}"
+        )
+        end = "\r" if self.tty else "\n"
+        print(("\x1b[2K" if self.tty else "") + line, end=end, file=self.stream, flush=True)

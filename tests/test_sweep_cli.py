@@ -1,0 +1,229 @@
+"""python -m sweep: help, one-line validation errors with exit code 2 and nothing written,
+status, and Ctrl-C followed by resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import REPO, sweep_command
+from test_config import BAD_STUDIES, mutated
+
+from sweep import runner
+from sweep.__main__ import EXAMPLES, main
+
+COMMANDS = ("run", "resume", "validate", "status", "dir")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert EXAMPLES[command] in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test if the runner tries to start or join Ray."""
+
+    def refuse(opts):
+        raise AssertionError("Ray was started for a study that should have been rejected")
+
+    monkeypatch.setattr(runner, "ray_session", refuse)
+
+
+def run_rejected(args, capsys) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# A spread of the config table: unknown keys, types, ranges, names, metric, seeds, epochs, GPUs.
+CONFIG_CASES = [
+    case
+    for case in BAD_STUDIES
+    if case.path
+    in {
+        "search.optimizers.sgd.lr",
+        "search.batch_size",
+        "train.metric",
+        "train.epochs",
+        "search.seeds",
+        "model.activation",
+        "resources.gpus_per_trial",
+        "search.optimizers.sgd.momentum",
+        "search.optimizers",
+        "model.loss",
+    }
+]
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=lambda c: c.id)
+def test_bad_study_exits_2_naming_the_field_and_writes_nothing(case, tmp_path, capsys, no_ray):
+    if case.value is not None and not isinstance(case.value, (str, int, float, list, dict)):
+        pytest.skip("not expressible in YAML")
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(mutated(case)))
+    results = tmp_path / "results"
+    err = run_rejected(["run", str(path), "--results", str(results)], capsys)
+    for expected in case.expected:
+        assert expected in err
+    assert not results.exists()
+
+
+def test_errors_that_need_the_data_or_the_results_dir(study_file, tmp_path, capsys, no_ray):
+    results = tmp_path / "results"
+    # batch size larger than the training split (digits: 1257 rows)
+    err = run_rejected(
+        ["run", str(study_file({"search": {"batch_size": [4096]}})), "--results", str(results)],
+        capsys,
+    )
+    assert "search.batch_size" in err and "4096" in err
+    # a missing data file
+    missing = tmp_path / "nope.csv"
+    err = run_rejected(
+        ["run", str(study_file({"data": {"source": str(missing)}})), "--results", str(results)],
+        capsys,
+    )
+    assert "nope.csv" in err
+    # bad data: NaN in a feature column
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "a,b,label\n1,2,x\n3,,y\n" + "".join(f"{i},{i},{'xy'[i % 2]}\n" for i in range(40))
+    )
+    err = run_rejected(
+        [
+            "run",
+            str(study_file({"data": {"source": str(bad), "target": "label"}})),
+            "--results",
+            str(results),
+        ],  # fmt: skip
+        capsys,
+    )
+    assert "bad.csv" in err
+    # an unusable results directory: a file where the directory should be
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = run_rejected(["run", str(study_file()), "--results", str(blocker / "sub")], capsys)
+    assert "results" in err and str(blocker) in err
+    assert not results.exists()
+
+
+def test_results_dir_holding_a_different_study_is_refused(study_file, tmp_path, capsys, no_ray):
+    results = tmp_path / "results"
+    (results / "tiny").mkdir(parents=True)
+    other = yaml.safe_load(study_file().read_text())
+    other["train"]["epochs"] = 7
+    from sweep.config import dump_study, parse_study
+
+    (results / "tiny" / "study.yaml").write_text(dump_study(parse_study(other)))
+    before = sorted(os.listdir(results / "tiny"))
+    err = run_rejected(["run", str(study_file()), "--results", str(results)], capsys)
+    assert "different study" in err and "tiny" in err
+    assert sorted(os.listdir(results / "tiny")) == before
+
+
+def test_gpus_asked_on_a_machine_without_gpu_and_bad_metric_exit_2_before_ray(study_file, tmp_path):
+    results = tmp_path / "results"
+    for changes, expected in [
+        ({"resources": {"gpus_per_trial": 0.5}}, "resources.gpus_per_trial"),
+        ({"train": {"metric": "val_los"}}, "train.metric: unknown metric 'val_los'"),
+    ]:
+        done = subprocess.run(
+            sweep_command("run", str(study_file(changes)), "--results", str(results)),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not results.exists()
+
+
+def test_validate_prints_the_trial_count(study_file, capsys):
+    assert main(["validate", str(study_file())]) == 0
+    assert "2 trials" in capsys.readouterr().out
+
+
+def wait_for_epochs(path, at_least: int, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and pq.read_table(path).num_rows >= at_least:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {at_least} epoch rows in {path} after {timeout_s}s")
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_gives_complete_tables_without_duplicates(study_file, tmp_path):
+    study = study_file(
+        {
+            "model": {"hidden": [64]},
+            "train": {"epochs": 12, "checkpoint_every": 2},
+            "search": {"batch_size": [16]},
+        },  # fmt: skip
+        optimizers={"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.003, 0.001]}},
+    )
+    results = tmp_path / "results"
+    out = results / "tiny"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        sweep_command("run", str(study), "--results", str(results), "--num-cpus", "2"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_epochs(out / "epochs.parquet", at_least=3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "python -m sweep resume" in err
+    interrupted = pq.read_table(out / "epochs.parquet").to_pandas()
+    assert len(interrupted) >= 3  # valid Parquet holding what was reported
+    assert (
+        len(pq.read_table(out / "trials.parquet").to_pandas()) < 4
+        or (pq.read_table(out / "trials.parquet").to_pandas().status != "completed").any()
+    )
+
+    done = subprocess.run(
+        sweep_command("resume", str(out), "--num-cpus", "2"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr
+    trials = pq.read_table(out / "trials.parquet").to_pandas()
+    epochs = pq.read_table(out / "epochs.parquet").to_pandas()
+    assert len(trials) == 4 and trials.trial_id.is_unique
+    assert (trials.status == "completed").all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (
+        epochs.groupby("trial_id").epoch.apply(sorted).map(list).eq([list(range(1, 13))] * 4).all()
+    )
+    # what was reported before the interruption is still there, unchanged
+    merged = interrupted.merge(epochs, on=["trial_id", "epoch"], suffixes=("_before", ""))
+    assert len(merged) == len(interrupted)
+
+    status = subprocess.run(
+        sweep_command("status", str(out)), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert status.returncode == 0
+    assert "4/4 trials done" in status.stdout and "completed" in status.stdout
