@@ -52,7 +52,7 @@ class OptimizerSpec:
     hyperparams: Mapping[str, type]  # name -> float | bool
     defaults: Mapping[str, float | bool]
     ranges: Mapping[str, Interval] = field(default_factory=dict)  # float hyperparams only
-    fused: bool = False  # torch has a fused CPU/CUDA kernel for it (one call per step)
+    fused_on: frozenset[str] = frozenset()  # device types with a fused kernel (one call per step)
 
     def __post_init__(self) -> None:
         for name in ("hyperparams", "defaults", "ranges"):
@@ -120,6 +120,7 @@ _ADAM_RANGES = {
 }
 _ADAM_DEFAULTS = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
 
+CPU_CUDA = frozenset({"cpu", "cuda"})
 # Defaults are torch's, so a study that sets nothing gets what torch.optim gives.
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(
@@ -127,17 +128,17 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         {"momentum": float, "dampening": float, "nesterov": bool, "weight_decay": float},
         {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0},
         {"momentum": UNIT_OPEN, "dampening": UNIT_CLOSED, "weight_decay": NON_NEGATIVE},
-        fused=True,
+        fused_on=CPU_CUDA,
     ),
     "adam": OptimizerSpec(
-        _adam_like(torch.optim.Adam), _ADAM_TYPES, _ADAM_DEFAULTS, _ADAM_RANGES, fused=True
+        _adam_like(torch.optim.Adam), _ADAM_TYPES, _ADAM_DEFAULTS, _ADAM_RANGES, fused_on=CPU_CUDA
     ),
     "adamw": OptimizerSpec(
         _adam_like(torch.optim.AdamW),
         _ADAM_TYPES,
         {**_ADAM_DEFAULTS, "weight_decay": 0.01},
         _ADAM_RANGES,
-        fused=True,
+        fused_on=CPU_CUDA,
     ),
     "rmsprop": OptimizerSpec(
         _rmsprop,
@@ -165,7 +166,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "weight_decay": NON_NEGATIVE,
             "initial_accumulator_value": NON_NEGATIVE,
         },
-        fused=True,
+        fused_on=frozenset({"cpu"}),  # torch's fused adagrad has no CUDA kernel
     ),
 }
 
@@ -257,5 +258,5 @@ def build_optimizer(
     impl: dict[str, bool] = {}
     if fast:
         devices = {p.device.type for p in model_params}
-        impl = {"fused": True} if spec.fused and devices <= {"cpu", "cuda"} else {"foreach": True}
+        impl = {"fused": True} if devices <= spec.fused_on else {"foreach": True}
     return spec.factory(model_params, validate_lr(lr), **resolved, **impl)
