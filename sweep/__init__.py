@@ -1,1 +1,1 @@
-"""The study: YAML config, grid, Ray Tune runner, Parquet results. The only package importing ray."""
+"""The study: YAML config, grid, Ray Tune runner, Parquet results. The one package importing ray."""

@@ -53,6 +53,7 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("node_id", pa.string()),
         pa.field("device", pa.string()),
         pa.field("gpu_fraction", pa.float64()),
+        pa.field("gpu_peak_mem_mb", pa.float64()),  # peak CUDA memory allocated by the trial
     ]
 )
 
@@ -288,6 +289,7 @@ class ResultsWriter:
             "node_id": last.get("node_id"),
             "device": last.get("device"),
             "gpu_fraction": _float_or_none(last.get("gpu_fraction")),
+            "gpu_peak_mem_mb": _float_or_none(last.get("gpu_peak_mem_mb")),
         }
         for name in self.hp_columns:
             value = params.get(name)
@@ -309,7 +311,15 @@ _EPOCH_FLOATS = (
 )  # fmt: skip
 
 
-_LAST_KEYS = ("node_id", "device", "gpu_fraction", "test_loss", "test_acc", "test_rmse")
+_LAST_KEYS = (
+    "node_id",
+    "device",
+    "gpu_fraction",
+    "gpu_peak_mem_mb",
+    "test_loss",
+    "test_acc",
+    "test_rmse",
+)
 
 
 def _best_epoch(epochs: list[dict], metric: str, mode: str) -> int | None:

@@ -417,7 +417,7 @@ class ResultsCallback(tune.Callback):
 _RESULT_KEYS = (
     "epoch", "train_loss", "val_loss", "val_acc", "val_rmse", "epoch_time_s", "samples_per_s",
     "steps", "elapsed_s", "status", "test_loss", "test_acc", "test_rmse", "node_id", "device",
-    "gpu_fraction",
+    "gpu_fraction", "gpu_peak_mem_mb",
 )  # fmt: skip
 
 

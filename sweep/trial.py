@@ -98,9 +98,14 @@ def run_trial(config: dict, payload: dict | None = None) -> None:
         "gpu_fraction": gpu_fraction,
         "pid": os.getpid(),
     }
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)  # an actor reused from another trial
     every = int(fixed["checkpoint_every"])
     for record in trainer.run():
         metrics = {**record.as_dict(), **static}
+        if cuda:
+            metrics["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if record.status == "running" and every > 0 and record.epoch % every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
