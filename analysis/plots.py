@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullLocator, ScalarFormatter
 
 from analysis.summarize import Analysis, Metric, trial_curves
 
@@ -74,8 +74,10 @@ def _panels(n: int, *, ncols: int = 3, width: float = 4.2, height: float = 3.4, 
 def _log_y(ax) -> None:
     """Log y axis labelled in plain numbers; minor ticks labelled only when under one decade."""
     ax.set_yscale("log")
-    axis = ax.yaxis
+    _plain_log_labels(ax.yaxis)
 
+
+def _plain_log_labels(axis) -> None:
     def minor(value: float, _pos: int) -> str:
         low, high = axis.get_view_interval()
         return f"{value:.3g}" if 0 < low and high / low < 10 else ""
@@ -97,6 +99,8 @@ def _set_log2_x(ax, batch_sizes: Sequence[int]) -> None:
     ax.set_xticks(sorted(set(int(b) for b in batch_sizes)))
     ax.get_xaxis().set_major_formatter(ScalarFormatter())
     ax.get_xaxis().set_minor_locator(NullLocator())
+    if len(set(batch_sizes)) > 6:
+        ax.tick_params(axis="x", labelrotation=45)
 
 
 def _outside_legend(fig: Figure, handles: list, *, title: str | None = None) -> None:
@@ -274,14 +278,18 @@ def plot_heatmaps(
                         fontsize=7,
                         color="white" if _is_dark(image, value) else "black",
                     )
-        ax.set_xticks(range(grid.shape[1]), [str(b) for b in grid.columns])
+        ax.set_xticks(
+            range(grid.shape[1]),
+            [str(b) for b in grid.columns],
+            rotation=45 if grid.shape[1] > 6 else 0,
+        )
         ax.set_yticks(range(grid.shape[0]), [f"{lr:.3g}" for lr in grid.index])
         ax.set_xlabel("batch size (samples)")
         ax.set_ylabel("learning rate")
         ax.set_title(opt, color=colors[opt], fontweight="bold")
     bar = fig.colorbar(image, ax=axes, label=metric_label(metric.name, loss, "mean best "))
-    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-    bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    if norm is not None:
+        _plain_log_labels(bar.ax.yaxis)
     handles = [
         Patch(fill=False, edgecolor="black", lw=2, label="best LR of the batch size"),
         Patch(fill=False, hatch="xxx", edgecolor=DIVERGED, label="≥1 seed diverged"),
@@ -404,20 +412,15 @@ def plot_time_to_target(
     handles = [Line2D([], [], color=c, marker="o", label=o) for o, c in colors.items()]
     handles.append(Line2D([], [], color="#666666", ls="--", label="perfect scaling (∝ 1/batch)"))
     _outside_legend(fig, handles, title="best LR per batch size")
-    missed = to_target[to_target["n_reached"] == 0]
-    if not missed.empty:
-        listed = "; ".join(
-            f"{opt} at batch {', '.join(str(b) for b in rows['batch_size'])}"
-            for opt, rows in missed.groupby("optimizer", sort=True)
-        )
+    missed = int((to_target["n_reached"] == 0).sum())
+    if missed:
         axes[0].text(
             0.02,
             0.02,
-            f"never reached: {listed}",
+            f"{missed} of {len(to_target)} (optimizer, batch size) never "
+            "reached it (see the report)",
             transform=axes[0].transAxes,
             fontsize=7,
-            va="bottom",
-            wrap=True,
         )
     fig.suptitle(
         f"Steps and time to reach {_METRIC_NAMES.get(metric.name, metric.name)} "

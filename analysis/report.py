@@ -215,8 +215,30 @@ def findings(a: Analysis) -> list[str]:
             f"{r.optimizer} {_num(r.lr)} (batch size {r.batch_size})" for r in a.best.itertuples()
         )
         + ". The best LR at every batch size is in the table below and figure 5.",
+        _to_target(a, name),
         _test(a),
     ]
+
+
+def _to_target(a: Analysis, name: str) -> str:
+    sign = "≥" if a.metric.mode == "max" else "≤"
+    text = f"**Steps to target** ({name} {sign} {_num(a.target)}, figure 6): "
+    reached = a.to_target.dropna(subset=["steps_mean"])
+    if reached.empty:
+        return text + "no configuration reached it; set another with --target."
+    fastest = reached.sort_values("steps_mean").iloc[0]
+    text += (
+        f"fewest steps by {fastest.optimizer} at batch size {int(fastest.batch_size)} "
+        f"({_num(fastest.steps_mean)} steps, {_num(fastest.time_mean, 3)} s)"
+    )
+    missed = a.to_target[a.to_target["n_reached"] == 0]
+    if not missed.empty:
+        listed = "; ".join(
+            f"{opt} at batch size {', '.join(str(b) for b in rows['batch_size'])}"
+            for opt, rows in missed.groupby("optimizer", sort=True)
+        )
+        text += f"; never reached by {listed}"
+    return text + "."
 
 
 def _best_optimizer(a: Analysis, name: str) -> str:

@@ -266,6 +266,9 @@ def write_frames(directory: str, trials: pd.DataFrame, epochs: pd.DataFrame, stu
         if c.startswith("hp_")
     ]
     schema = trials_schema(hp)
+    # columns the schema gained that this generator does not model are written as nulls
+    missing = [f.name for f in schema if f.name not in trials]
+    trials = trials.assign(**dict.fromkeys(missing, None))
     pq.write_table(
         pa.Table.from_pandas(trials[schema.names], schema=schema, preserve_index=False),
         os.path.join(directory, TRIALS_FILE),
