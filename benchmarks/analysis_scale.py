@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/analysis_scale.py            # in-process, target < 60 s
     .venv/bin/python benchmarks/analysis_scale.py --subprocess --keep /tmp/scale
 
-The set is 5 optimizers x 10 learning rates x 10 batch sizes x 20 seeds, every trial run for
-all its epochs (500,000 epoch rows). Its study.yaml says ASHA so that figure 8 draws all 10,000
-curves too: the worst case for every figure. Prints the times; asserts nothing.
+The set is 5 optimizers x 10 learning rates x 10 batch sizes x 20 seeds; every trial runs all
+50 epochs unless it diverges (~433,000 epoch rows). Its study.yaml says ASHA so figure 8 draws all
+10,000 curves too: the worst case for every figure. Prints the times; asserts nothing.
 """
 
 from __future__ import annotations
