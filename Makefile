@@ -34,12 +34,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Runs the study (or finishes it, when RESULTS already holds it), then writes the report.
 sweep: install
-	$(PY) -m sweep run $(STUDY) --results $(RESULTS)
-	$(PY) -m analysis report $(RESULTS)/$$($(PY) -m sweep name $(STUDY))
+	$(PY) -m sweep run $(STUDY) --results $(RESULTS) --exist-ok
+	$(PY) -m analysis report "$$($(PY) -m sweep dir $(STUDY) --results $(RESULTS))"
 
 smoke: install
-	$(PY) -m sweep run sweep/configs/smoke.yaml --results $(RESULTS)
+	$(MAKE) sweep STUDY=sweep/configs/smoke.yaml
 
 test: install-test
 	$(PY) -m pytest -q tests
@@ -49,6 +50,8 @@ lint: install-test
 
 bench: install-test
 	$(PY) benchmarks/train_loop.py
+	$(PY) benchmarks/sweep_vs_loop.py
+	$(PY) benchmarks/analysis_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

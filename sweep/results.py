@@ -164,6 +164,20 @@ class ResultsWriter:
     def last_metrics(self, trial_id: str) -> dict:
         return dict(self._trials.get(trial_id, {}).get("last", {}))
 
+    def best(self, metric: str, mode: str) -> str | None:
+        """'metric value (optimizer lr=.. bs=..)' of the best epoch recorded so far, or None."""
+        scored = [
+            (row[metric], tid)
+            for tid, rows in self._epochs.items()
+            for row in rows.values()
+            if _finite(row.get(metric))
+        ]
+        if not scored:
+            return None
+        value, tid = (min if mode == "min" else max)(scored)
+        p = self._points[tid]
+        return f"{metric} {value:.4g} ({p['optimizer']} lr={p['lr']:g} bs={p['batch_size']})"
+
     def statuses(self) -> dict[str, str]:
         return {tid: t["status"] for tid, t in self._trials.items()}
 

@@ -183,11 +183,12 @@ def run_study(
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
         _write_run_info(out, study, opts, start=True)
         writer_cb = _writer_callback(study, out)
+        callbacks_ = [writer_cb, *_progress(study, opts, writer_cb)]
         tuner = tune.Tuner(
             _trainable(study, dataset),
             param_space={**param_space(study), "fixed": fixed_params(study)},
             tune_config=_tune_config(study),
-            run_config=_run_config(study, out, opts, [writer_cb, *_progress(study, opts)]),
+            run_config=_run_config(study, out, opts, callbacks_),
         )
         return _fit(tuner, study, out, opts, writer_cb, callbacks)
 
@@ -212,7 +213,7 @@ def resume_study(
         )
         run_config = tuner._local_tuner.get_run_config()  # the callbacks are re-armed here
         writer_cb = _writer_callback(study, out)
-        run_config.callbacks = [writer_cb, *_progress(study, opts)]
+        run_config.callbacks = [writer_cb, *_progress(study, opts, writer_cb)]
         return _fit(tuner, study, out, opts, writer_cb, callbacks, resumed=True)
 
 
@@ -308,12 +309,11 @@ def _writer_callback(study: StudyConfig, out: str) -> ResultsCallback:
     )
 
 
-def _progress(study: StudyConfig, opts: RunOptions) -> list:
+def _progress(study: StudyConfig, opts: RunOptions, results: ResultsCallback) -> list:
     if opts.progress is None or opts.verbose:
         return []
-    return [
-        ProgressCallback(trial_count(study), study.train.metric, study.train.mode, opts.progress)
-    ]
+    train = study.train
+    return [ProgressCallback(trial_count(study), train.metric, train.mode, results, opts.progress)]
 
 
 def _write_run_info(out: str, study, opts: RunOptions, *, start: bool, counts=None) -> None:
@@ -409,6 +409,10 @@ class ResultsCallback(tune.Callback):
             counts[status] = counts.get(status, 0) + 1
         return counts
 
+    def best(self, metric: str, mode: str) -> str | None:
+        """The best value of metric reported so far, with its grid point."""
+        return self._ensure().best(metric, mode)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -441,14 +445,13 @@ def _error_text(trial) -> str:
 class ProgressCallback(tune.Callback):
     """One live progress line: done / running / pending / early-stopped / diverged / errored."""
 
-    def __init__(self, total: int, metric: str, mode: str, stream: TextIO, every_s: float = 1.0):
+    def __init__(self, total: int, metric: str, mode: str, results: ResultsCallback, stream):
         self.total, self.metric, self.mode = total, metric, mode
-        self.stream, self.every_s = stream, every_s
+        self.results, self.stream = results, stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.start = time.monotonic()
         self.last = 0.0
-        self.best: tuple[float, str] | None = None
-        self.ended: dict[str, str] = {}
+        self.done_at_start: int | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "stream": None}
@@ -456,26 +459,9 @@ class ProgressCallback(tune.Callback):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, stream=sys.stderr)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        value = result.get(self.metric)
-        if value is None or value != value:  # None or NaN
-            return
-        key = value if self.mode == "min" else -value
-        if self.best is None or key < self.best[0]:
-            p = trial.config["point"]
-            where = f"{p['optimizer']} lr={p['lr']:g} bs={p['batch_size']}"
-            self.best = (key, f"{self.metric} {value:.4g} ({where})")
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        status = trial.last_result.get("status")
-        self.ended[trial.trial_id] = status if status in ("completed", "diverged") else "early"
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.ended[trial.trial_id] = "errored"
-
     def on_step_end(self, iteration, trials, **info) -> None:
         now = time.monotonic()
-        if now - self.last >= (self.every_s if self.tty else 10 * self.every_s):
+        if now - self.last >= (1.0 if self.tty else 10.0):
             self.last = now
             self._show(trials)
 
@@ -485,18 +471,20 @@ class ProgressCallback(tune.Callback):
             print(file=self.stream, flush=True)
 
     def _show(self, trials) -> None:
+        counts = self.results.counts()
+        done = sum(n for status, n in counts.items() if status in TERMINAL_STATUSES)
+        if self.done_at_start is None:
+            self.done_at_start = done  # a resumed run: ETA from this run's pace only
         running = sum(1 for t in trials if t.status == "RUNNING")
-        done = len(self.ended)
-        n = {
-            k: sum(1 for s in self.ended.values() if s == k)
-            for k in ("early", "diverged", "errored")
-        }
         elapsed = time.monotonic() - self.start
-        eta = f"{elapsed / done * (self.total - done):.0f}s" if done else "?"
-        best = self.best[1] if self.best else "-"
+        new = done - self.done_at_start
+        eta = f"{elapsed / new * (self.total - done):.0f}s" if new else "?"
+        best = self.results.best(self.metric, self.mode) or "-"
         line = (
-            f"done {done}/{self.total}  running {running}  pending {self.total - done - running}  "
-            f"early-stopped {n['early']}  diverged {n['diverged']}  errored {n['errored']}  "
+            f"done {done}/{self.total}  running {running}  "
+            f"pending {max(0, self.total - done - running)}  "
+            f"early-stopped {counts.get('early_stopped', 0)}  "
+            f"diverged {counts.get('diverged', 0)}  errored {counts.get('error', 0)}  "
             f"| best {best} | {elapsed:.0f}s elapsed, ETA {eta}"
         )
         end = "\r" if self.tty else "\n"
