@@ -5,6 +5,7 @@ Used by ``python -m sweep run STUDY.yaml`` and ``python -m sweep resume DIR``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -183,14 +184,14 @@ def run_study(
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
         _write_run_info(out, study, opts, start=True)
         writer_cb = _writer_callback(study, out)
-        callbacks_ = [writer_cb, *_progress(study, opts, writer_cb)]
+        every = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
         tuner = tune.Tuner(
             _trainable(study, dataset),
             param_space={**param_space(study), "fixed": fixed_params(study)},
             tune_config=_tune_config(study),
-            run_config=_run_config(study, out, opts, callbacks_),
+            run_config=_run_config(study, out, opts, every),
         )
-        return _fit(tuner, study, out, opts, writer_cb, callbacks)
+        return _fit(tuner, study, out, opts, writer_cb)
 
 
 def resume_study(
@@ -211,15 +212,14 @@ def resume_study(
             resume_errored=False,
             storage_filesystem=_fs_or_none(experiment),
         )
-        run_config = tuner._local_tuner.get_run_config()  # the callbacks are re-armed here
+        # Tuner.restore takes no run config: re-arm the callbacks of the restored one in place.
         writer_cb = _writer_callback(study, out)
-        run_config.callbacks = [writer_cb, *_progress(study, opts, writer_cb)]
-        return _fit(tuner, study, out, opts, writer_cb, callbacks, resumed=True)
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
+        return _fit(tuner, study, out, opts, writer_cb, resumed=True)
 
 
-def _fit(tuner, study, out, opts, writer_cb, callbacks, *, resumed: bool = False) -> RunSummary:
-    run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = [*run_config.callbacks, *callbacks]
+def _fit(tuner, study, out, opts, writer_cb, *, resumed: bool = False) -> RunSummary:
     total = trial_count(study)
     if opts.progress is not None:
         verb = "resuming" if resumed else "running"
@@ -230,23 +230,14 @@ def _fit(tuner, study, out, opts, writer_cb, callbacks, *, resumed: bool = False
         writer_cb.close()
         counts = writer_cb.counts()
         _write_run_info(out, study, opts, start=False, counts=counts)
-    done = sum(n for s, n in counts.items() if s in TERMINAL_STATUSES)
-    return RunSummary(out=out, total=total, statuses=counts, interrupted=done < total)
+    summary = RunSummary(out=out, total=total, statuses=counts, interrupted=False)
+    return dataclasses.replace(summary, interrupted=summary.done < total)
 
 
 def fixed_params(study: StudyConfig) -> dict:
     """The part of every trial's config that the grid does not vary."""
-    m = study.model
     return {
-        "model": {
-            "hidden": tuple(m.hidden),
-            "activation": m.activation,
-            "output_activation": m.output_activation,
-            "init": m.init,
-            "init_scale": m.init_scale,
-            "bias": m.bias,
-            "loss": m.loss,
-        },
+        "model": dataclasses.asdict(study.model),  # the MLPConfig fields besides the data's sizes
         "epochs": study.train.epochs,
         "checkpoint_every": study.train.checkpoint_every,
         "cpus_per_trial": study.resources.cpus_per_trial,

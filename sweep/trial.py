@@ -89,8 +89,7 @@ def run_trial(config: dict, payload: dict | None = None) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            # our own file, written below: it holds RNG states besides tensors
-            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=False)
+            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
         trainer.load_state_dict(state)
     static = {
         "node_id": ray.get_runtime_context().get_node_id(),
