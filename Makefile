@@ -43,7 +43,7 @@ smoke: install
 	$(MAKE) sweep STUDY=sweep/configs/smoke.yaml
 
 test: install-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 lint: install-test
 	$(VENV)/bin/ruff check model sweep analysis tests benchmarks
