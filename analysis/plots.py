@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FuncFormatter, NullLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, ScalarFormatter
 
 from analysis.summarize import Analysis, Metric, trial_curves
 
@@ -64,7 +64,10 @@ def _colors(colors: Mapping[str, str] | None, optimizers: pd.Series) -> dict[str
 def _panels(n: int, *, ncols: int = 3, width: float = 4.2, height: float = 3.4, **kw):
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(width * ncols + 1.6, height * nrows + 0.6), layout="constrained")
+    # at least 9 in wide: the suptitle and the outside legend need room even with one panel
+    fig = Figure(
+        figsize=(max(9.0, width * ncols + 1.6), height * nrows + 0.6), layout="constrained"
+    )
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, **kw)).ravel()
     for ax in axes[n:]:
         fig.delaxes(ax)
@@ -104,7 +107,7 @@ def _set_log2_x(ax, batch_sizes: Sequence[int]) -> None:
 
 
 def _outside_legend(fig: Figure, handles: list, *, title: str | None = None) -> None:
-    fig.legend(handles=handles, loc="outside right upper", title=title, fontsize=8)
+    fig.legend(handles=handles, loc="outside right center", title=title, fontsize=8)
 
 
 def plot_lr_sensitivity(
@@ -328,6 +331,7 @@ def plot_learning_curves(
             ax.plot(rows["epoch"], mean, color=color, label=configs.get(opt, opt))
             ax.fill_between(rows["epoch"], mean - std, mean + std, color=color, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric_label(name, loss))
         ax.set_title(_METRIC_NAMES[name])
         if name != "val_acc":
@@ -336,7 +340,7 @@ def plot_learning_curves(
     fig.legend(
         handles,
         labels,
-        loc="outside right upper",
+        loc="outside right center",
         fontsize=8,
         title="best configuration (band ±1 std)",
     )
@@ -515,6 +519,7 @@ def plot_asha(
     if metric.name != "val_acc":
         _log_if_wide(ax, curves["value"])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric_label(metric.name, loss))
     present = set(curves["status"])
     handles = [

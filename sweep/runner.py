@@ -6,6 +6,7 @@ Used by ``python -m sweep run STUDY.yaml`` and ``python -m sweep resume DIR``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -144,10 +145,12 @@ def load_saved_study(out: str) -> StudyConfig:
 @contextmanager
 def ray_session(opts: RunOptions) -> Iterator[None]:
     """Join the cluster at opts.address, reuse an initialized Ray, or start a private local one."""
+    quiet = not opts.verbose
+    if quiet:  # Tune logs every retried or failed trial with a traceback; the tables keep it
+        logging.getLogger("ray").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         yield
         return
-    quiet = not opts.verbose
     common = dict(
         include_dashboard=opts.dashboard,
         log_to_driver=not quiet,
@@ -183,7 +186,7 @@ def run_study(
         storage.makedirs(out)
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
         _write_run_info(out, study, opts, start=True)
-        writer_cb = _writer_callback(study, out)
+        writer_cb = _writer_callback(study, out, fresh=True)
         every = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
         tuner = tune.Tuner(
             _trainable(study, dataset),
@@ -290,13 +293,27 @@ def _fs_or_none(uri: str):
     return None if _is_local(uri) else storage.resolve(uri)[0]
 
 
-def _writer_callback(study: StudyConfig, out: str) -> ResultsCallback:
+def journal_path(out: str) -> str:
+    """The driver's append-only journal: beside the tables when they are local, else in the
+    local cache (an object store cannot append), keyed by the results URI."""
+    if _is_local(out):
+        return storage.resolve(storage.join(out, JOURNAL_FILE))[1]
+    cache = os.environ.get("MLP_SWEEP_CACHE") or os.path.expanduser("~/.cache/mlp-sweep")
+    key = hashlib.sha256(out.encode()).hexdigest()[:16]
+    os.makedirs(os.path.join(cache, "journals"), exist_ok=True)
+    return os.path.join(cache, "journals", f"{key}.jsonl")
+
+
+def _writer_callback(study: StudyConfig, out: str, *, fresh: bool = False) -> ResultsCallback:
+    journal = journal_path(out)
+    if fresh and os.path.exists(journal):
+        os.remove(journal)  # left by an earlier study at this address: not ours to replay
     return ResultsCallback(
         out=out,
         hp_columns=hyperparameter_columns(study),
         metric=study.train.metric,
         mode=study.train.mode,
-        journal=storage.join(out, JOURNAL_FILE) if _is_local(out) else None,
+        journal=journal,
     )
 
 
@@ -421,16 +438,28 @@ def _plain(result: dict) -> dict:
 
 
 def _error_text(trial) -> str:
+    """The trial's last error in one line: from the files Tune wrote in the driver's staging
+    directory (the copies in storage are synced later), else from storage."""
     error = None
     try:
-        error = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # noqa: BLE001 - the message is best effort, the status is not
-        pass
+        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+            import ray.cloudpickle
+
+            with open(trial.pickled_error_file, "rb") as f:
+                error = ray.cloudpickle.load(f)
+        elif trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                error = f.read().strip().splitlines()[-1]
+        else:
+            error = trial.get_pickled_error() or trial.get_error()
+    except Exception as exc:  # noqa: BLE001 - the message is best effort, the status is not
+        error = f"(could not read the trial's error: {exc})"
     if error is None:
         return "trial failed (no error recorded)"
-    cause = getattr(error, "cause", None) or error
-    text = f"{type(cause).__name__}: {cause}".strip()
-    return " ".join(text.split())[:2000]
+    if isinstance(error, BaseException):
+        cause = getattr(error, "cause", None) or error
+        error = f"{type(cause).__name__}: {cause}"
+    return " ".join(str(error).split())[:2000]
 
 
 class ProgressCallback(tune.Callback):

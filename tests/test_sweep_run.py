@@ -91,35 +91,42 @@ class MaxRunning(tune.Callback):
 
 
 def test_quarter_gpus_pack_four_trials_on_one_logical_gpu(ray_session, study_file, tmp_path):
+    # 8 trials that need a quarter GPU and an eighth of the 2 CPUs: the one logical GPU, not the
+    # CPUs, limits them to four at a time.
     study = load_study(
         study_file(
             {
-                "train": {"epochs": 30},
-                "search": {
-                    "optimizers": {
-                        "sgd": {"lr": [0.1, 0.05], "momentum": 0.9},
-                        "adam": {"lr": [0.01, 0.003]},
-                    }
-                },  # fmt: skip
-                "resources": {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25},
+                "train": {"epochs": 10},
+                "search": {"batch_size": [32]},
+                "resources": {"cpus_per_trial": 0.25, "gpus_per_trial": 0.25},
             },
-            optimizers={"sgd": {"lr": [0.1, 0.05]}, "adam": {"lr": [0.01, 0.003]}},
+            optimizers={
+                "sgd": {"lr": [0.1, 0.05, 0.03, 0.01]},
+                "adam": {"lr": [0.01, 0.003, 0.001, 0.0003]},
+            },
         )
     )
     probe = MaxRunning()
     summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[probe])
     assert probe.max_running == 4
     t = tables(summary.out)[0].to_pandas()
-    assert (t.status == "completed").all()
+    assert len(t) == 8 and (t.status == "completed").all()
     assert (t.gpu_fraction == 0.25).all()
     assert (t.device == "cpu").all()  # a logical GPU without CUDA: the trial falls back to CPU
 
 
 class KillOnce(tune.Callback):
-    """SIGKILL the process of the first trial that reports epoch 3."""
+    """SIGKILL the process of the first trial that reports epoch 3; note what Tune does next."""
 
     def __init__(self):
         self.killed = None
+        self.recovered = self.errored = False
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.recovered |= trial.trial_id == self.killed
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.errored |= trial.trial_id == self.killed
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.killed is None and result["epoch"] == 3:
@@ -130,12 +137,36 @@ class KillOnce(tune.Callback):
 def test_killed_trial_is_retried_from_checkpoint_and_tables_stay_exact(
     ray_session, study_file, tmp_path
 ):
-    study = load_study(study_file({"train": {"epochs": 5, "checkpoint_every": 2}}))
+    # small batches: epochs 4..12 leave the kill time to land while the trial still runs
+    study = load_study(
+        study_file({"train": {"epochs": 12, "checkpoint_every": 2}, "search": {"batch_size": [8]}})
+    )
     killer = KillOnce()
     summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[killer])
-    assert killer.killed is not None
+    assert killer.recovered and not killer.errored
     trials, epochs = tables(summary.out)
     assert_exact(trials, epochs, 2)
     t = trials.to_pandas().set_index("trial_id")
     assert t.loc[killer.killed, "status"] == "completed"
-    assert t.loc[killer.killed, "epochs_run"] == 5
+    assert t.loc[killer.killed, "epochs_run"] == 12
+
+
+def test_a_failing_trial_is_recorded_with_its_message_and_the_sweep_goes_on(
+    ray_session, study_file, tmp_path
+):
+    study = load_study(
+        study_file({"train": {"epochs": 12, "max_failures": 0}, "search": {"batch_size": [8]}})
+    )
+    killer = KillOnce()
+    summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[killer])
+    assert killer.errored
+    assert not summary.interrupted
+    trials, epochs = tables(summary.out)
+    assert_exact(trials, epochs, 2)
+    t = trials.to_pandas().set_index("trial_id")
+    failed = t.loc[killer.killed]
+    assert failed.status == "error"
+    assert "died" in failed.error.lower()  # Ray's ActorDiedError, as the trial saw it
+    assert failed.epochs_run >= 2  # what it reported before it died is kept
+    others = t.drop(index=killer.killed)
+    assert (others.status == "completed").all() and others.error.isna().all()
