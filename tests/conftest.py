@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,38 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+# Dummy credentials for moto's S3 server; subprocess drivers and cluster nodes get them too.
+S3_BUCKET = "mlp-sweep-test"
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 (a real HTTP endpoint, not a client mock) with one bucket."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in S3_ENV.items():
+            mp.setenv(name, value)
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+            mp.delenv(name, raising=False)
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+            yield endpoint
+        finally:
+            server.stop()
 
 
 def sweep_command(*args: str) -> list[str]:

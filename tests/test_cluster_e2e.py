@@ -9,7 +9,6 @@ joins none, so the in-process Ray session that other test modules share (conftes
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, TINY_STUDY, merge, sweep_command
+from conftest import REPO, S3_BUCKET, S3_ENV, TINY_STUDY, merge, sweep_command
 
 from sweep import storage
 from sweep.runner import JOURNAL_FILE
@@ -30,16 +29,9 @@ from sweep.status import study_status
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "mlp-sweep-e2e"
 SWEEP_TIMEOUT_S = 240  # a generous ceiling on a busy 2-core machine; runs take far less
-# Dummy credentials for moto. The cluster nodes get them too: their trials write checkpoints
+# The cluster nodes get conftest.S3_ENV's dummy credentials too: their trials write checkpoints
 # to the bucket themselves, as nodes with an instance profile would on a real cluster.
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -242,34 +234,12 @@ def test_trials_run_on_both_nodes_and_tables_are_complete(cluster, tmp_path):
     assert set(trials.node_id) == {head, worker}
 
 
-# ---- shared storage: moto's S3 server on loopback -----------------------------------------------
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 (a real HTTP endpoint, not a client mock) with one bucket."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in S3_ENV.items():
-            mp.setenv(name, value)
-        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-            mp.delenv(name, raising=False)
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-            yield endpoint
-        finally:
-            server.stop()
-
-
+# ---- shared storage: moto's S3 server on loopback (conftest.s3_endpoint) --------------------
 def bucket_keys(endpoint: str, prefix: str) -> list[str]:
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint)
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -279,14 +249,14 @@ def test_study_on_the_cluster_with_s3_storage_then_status_and_report(
     worker, head = cluster.ensure_worker(), cluster.head
     study = write_study(tmp_path / "study.yaml", {"name": "on-s3", "train": {"epochs": 2}})
     env = subprocess_env(**S3_ENV)  # no endpoint in the environment: the URI carries it
-    root = f"s3://{BUCKET}/studies?endpoint_override={s3_endpoint}"
+    root = f"s3://{S3_BUCKET}/studies?endpoint_override={s3_endpoint}"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     done = run_cli(
         ["run", str(study), "--storage", root, "--address", cluster.address], env=env, cwd=cwd
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    results_uri = f"s3://{BUCKET}/studies/on-s3?endpoint_override={s3_endpoint}"
+    results_uri = f"s3://{S3_BUCKET}/studies/on-s3?endpoint_override={s3_endpoint}"
     assert done.stdout.strip() == f"results: {results_uri}"
     assert list(cwd.iterdir()) == []  # nothing local: every file went to the bucket
 
@@ -303,8 +273,8 @@ def test_study_on_the_cluster_with_s3_storage_then_status_and_report(
     assert (counts["total"], counts["done"], counts["statuses"]) == (2, 2, {"completed": 2})
     # The plain URI works too when the endpoint comes from the environment.
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    assert study_status(f"s3://{BUCKET}/studies/on-s3")["statuses"] == {"completed": 2}
-    trials = storage.read_parquet(f"s3://{BUCKET}/studies/on-s3/trials.parquet").to_pandas()
+    assert study_status(f"s3://{S3_BUCKET}/studies/on-s3")["statuses"] == {"completed": 2}
+    trials = storage.read_parquet(f"s3://{S3_BUCKET}/studies/on-s3/trials.parquet").to_pandas()
     assert set(trials.node_id) == {head, worker}
 
     report_dir = tmp_path / "report"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import stat
@@ -11,44 +10,17 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
+from conftest import S3_BUCKET
 
 from sweep import storage
 from sweep.cluster import ClusterAddressError, check_address
 from sweep.storage import StorageError
 
-BUCKET = "mlp-sweep-test"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 (a real HTTP endpoint, not a client mock) with one bucket."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_REGION", "us-east-1")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-            mp.delenv(name, raising=False)
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-                Bucket=BUCKET
-            )
-            yield endpoint
-        finally:
-            server.stop()
-
 
 @pytest.fixture
 def s3_uri(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     """A fresh prefix in the test bucket, with the endpoint in the URI's query."""
-    return f"s3://{BUCKET}/{request.node.name}?endpoint_override={s3_endpoint}"
+    return f"s3://{S3_BUCKET}/{request.node.name}?endpoint_override={s3_endpoint}"
 
 
 @pytest.fixture
@@ -83,20 +55,20 @@ def test_parquet_round_trip_through_s3(s3_uri: str, s3_endpoint: str) -> None:
     boto3 = pytest.importorskip("boto3")
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     head = client.head_object(
-        Bucket=BUCKET, Key="test_parquet_round_trip_through_s3/study/trials.parquet"
+        Bucket=S3_BUCKET, Key="test_parquet_round_trip_through_s3/study/trials.parquet"
     )
     assert head["ContentLength"] > 0
 
 
 def test_s3_endpoint_from_environment(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    uri = f"s3://{BUCKET}/from-env/run.json"
+    uri = f"s3://{S3_BUCKET}/from-env/run.json"
     storage.write_bytes_atomic(uri, b'{"ok": true}')
     assert storage.exists(uri)
     assert storage.read_bytes(uri) == b'{"ok": true}'
     fs, path = storage.resolve(uri)
     assert isinstance(fs, pafs.S3FileSystem)
-    assert path == f"{BUCKET}/from-env/run.json"
+    assert path == f"{S3_BUCKET}/from-env/run.json"
 
 
 def test_query_endpoint_wins_over_environment(
@@ -193,7 +165,7 @@ def test_check_reachable_missing_bucket(s3_endpoint: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_check_reachable_refused_endpoint(closed_port: int) -> None:
-    uri = f"s3://{BUCKET}/p?endpoint_override=http://127.0.0.1:{closed_port}"
+    uri = f"s3://{S3_BUCKET}/p?endpoint_override=http://127.0.0.1:{closed_port}"
     with pytest.raises(StorageError, match="not writable.*connect") as info:
         storage.check_reachable(uri, timeout_s=5)
     assert "\n" not in str(info.value)
@@ -206,7 +178,7 @@ def test_check_reachable_silent_endpoint(silent_server: int, monkeypatch) -> Non
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     with pytest.raises(StorageError, match="no answer within 1s"):
-        storage.check_reachable(f"s3://{BUCKET}/p", timeout_s=1)
+        storage.check_reachable(f"s3://{S3_BUCKET}/p", timeout_s=1)
 
 
 def test_check_reachable_unwritable_local_path(tmp_path) -> None:
