@@ -443,7 +443,7 @@ def _error_text(trial) -> str:
     error = None
     try:
         if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
-            import ray.cloudpickle
+            import ray.cloudpickle  # Tune's own file in this driver's staging directory
 
             with open(trial.pickled_error_file, "rb") as f:
                 error = ray.cloudpickle.load(f)
