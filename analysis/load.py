@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from analysis.errors import ResultsError
+from sweep import storage
 from sweep.results import (
     EPOCHS_FILE,
     EPOCHS_SCHEMA,
@@ -27,6 +28,7 @@ from sweep.results import (
     TRIALS_FILE,
     TRIALS_SCHEMA,
 )
+from sweep.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,12 @@ class Results:
 
 
 def open_location(location: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and path for a local directory or a URI (file://, s3://, gs://)."""
-    if "://" in location:
-        try:
-            return pafs.FileSystem.from_uri(location)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise ResultsError(f"{location}: cannot open results location ({exc})") from exc
-    return pafs.LocalFileSystem(), posixpath.abspath(location)
+    """A pyarrow filesystem and path for a local directory or a URI (file://, s3://, gs://),
+    resolved as the sweep wrote it (sweep.storage: same endpoint rules, short timeouts)."""
+    try:
+        return storage.resolve(location)
+    except (StorageError, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise ResultsError(f"{location}: cannot open results location ({exc})") from exc
 
 
 def load_results(location: str) -> Results:
