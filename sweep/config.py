@@ -35,6 +35,7 @@ METRICS: dict[str, tuple[str, str | None]] = {
 }
 MODES = ("min", "max")
 SCHEDULERS = ("asha", "none")
+SELECTS = ("best_epoch", "final")
 DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -63,6 +64,8 @@ class TrainSection:
     mode: str = "min"
     checkpoint_every: int = 5
     max_failures: int = 2
+    # which weights the test metrics are measured on: the best epoch's by metric, or the last's
+    select: str = "best_epoch"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class ResourcesSection:
 
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    # configurations trained together by one Tune trial: "auto" (see sweep.space.pack_grid) or N
+    models_per_trial: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -567,6 +572,7 @@ def _parse_train(raw: Any, task: str) -> TrainSection:
         mode=mode,
         checkpoint_every=_int("train.checkpoint_every", d.get("checkpoint_every", 5), minimum=1),
         max_failures=_int("train.max_failures", d.get("max_failures", 2), minimum=0),
+        select=_str("train.select", d.get("select", "best_epoch"), SELECTS, "selection rule"),
     )
 
 
@@ -707,7 +713,22 @@ def _parse_resources(raw: Any) -> ResourcesSection:
             "must be a fraction <= 1 (several trials share a GPU) or a whole number",
             gpus,
         )
-    return ResourcesSection(cpus_per_trial=_whole(cpus), gpus_per_trial=_whole(gpus))
+    return ResourcesSection(
+        cpus_per_trial=_whole(cpus),
+        gpus_per_trial=_whole(gpus),
+        models_per_trial=_parse_models_per_trial(d.get("models_per_trial", "auto")),
+    )
+
+
+def _parse_models_per_trial(raw: Any) -> int | str:
+    where = "resources.models_per_trial"
+    if raw == "auto":
+        return "auto"
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        _fail(where, "expected auto or a whole number >= 1", raw)
+    if raw < 1:
+        _fail(where, "must be >= 1 (or auto)", raw)
+    return raw
 
 
 def check_study_against_data(study: StudyConfig, n_train: int) -> None:

@@ -1,8 +1,9 @@
 """Parquet schemas of a study's results, declared once, and the writer that streams them.
 
-Layout of ``<results>/<name>/``: ``trials.parquet`` (one row per trial), ``epochs.parquet``
-(one row per trial x epoch), ``study.yaml`` (the resolved study), ``run.json`` (run metadata),
-``ray/`` (Ray Tune's experiment directory, restorable with ``Tuner.restore``).
+Layout of ``<results>/<name>/``: ``trials.parquet`` (one row per configuration; the columns say
+"trial" for it), ``epochs.parquet`` (one row per configuration x epoch), ``study.yaml`` (the
+resolved study), ``run.json`` (run metadata), ``ray/`` (Ray Tune's experiment directory,
+restorable with ``Tuner.restore``; one Tune trial per pack of configurations).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("final_val_loss", pa.float64()),
         pa.field("final_val_acc", pa.float64()),
         pa.field("final_val_rmse", pa.float64()),
-        # test metrics of the final model (only for trials that ran all their epochs)
+        # test metrics of the selected model (train.select: the best epoch's weights or the
+        # last epoch's), only for trials that ran all their epochs; test_epoch says which epoch
         pa.field("test_loss", pa.float64()),
         pa.field("test_acc", pa.float64()),
         pa.field("test_rmse", pa.float64()),
+        pa.field("test_epoch", pa.int64()),
         pa.field("steps", pa.int64()),
         pa.field("train_time_s", pa.float64()),
         pa.field("samples_per_s", pa.float64()),
@@ -54,6 +57,8 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("device", pa.string()),
         pa.field("gpu_fraction", pa.float64()),
         pa.field("gpu_peak_mem_mb", pa.float64()),  # peak CUDA memory allocated by the trial
+        pa.field("pack_id", pa.string()),  # the Ray Tune trial that trained this configuration
+        pa.field("pack_size", pa.int64()),  # configurations in that pack
     ]
 )
 
@@ -181,6 +186,16 @@ class ResultsWriter:
     def statuses(self) -> dict[str, str]:
         return {tid: t["status"] for tid, t in self._trials.items()}
 
+    def rung_values(self, metric: str, rungs: tuple[int, ...]) -> list[tuple[str, int, float]]:
+        """(trial_id, epoch, value of metric) of every recorded epoch that is a rung."""
+        wanted = set(rungs)
+        return [
+            (tid, epoch, row.get(metric))
+            for tid in sorted(self._epochs)
+            for epoch, row in sorted(self._epochs[tid].items())
+            if epoch in wanted
+        ]
+
     # ---- persistence ------------------------------------------------------------------------
     def replay_journal(self) -> int:
         """Reload the events of an earlier run from the journal; returns how many were read."""
@@ -232,7 +247,7 @@ class ResultsWriter:
                 "seed": row["seed"],
                 "optimizer_params": params,
             }
-            last = {key: row[key] for key in _LAST_KEYS}
+            last = {key: row.get(key) for key in _LAST_KEYS}
             self._trials[row["trial_id"]] = {
                 "status": row["status"],
                 "error": row["error"],
@@ -304,6 +319,8 @@ class ResultsWriter:
             "device": last.get("device"),
             "gpu_fraction": _float_or_none(last.get("gpu_fraction")),
             "gpu_peak_mem_mb": _float_or_none(last.get("gpu_peak_mem_mb")),
+            "pack_id": last.get("pack_id"),
+            "pack_size": _int_or_none(last.get("pack_size")),
         }
         for name in self.hp_columns:
             value = params.get(name)
@@ -317,6 +334,7 @@ class ResultsWriter:
         completed = trial["status"] == "completed"
         for name in ("test_loss", "test_acc", "test_rmse"):
             row[name] = _float_or_none(last.get(name)) if completed else None
+        row["test_epoch"] = _int_or_none(last.get("test_epoch")) if completed else None
         return row
 
 
@@ -326,14 +344,9 @@ _EPOCH_FLOATS = (
 
 
 _LAST_KEYS = (
-    "node_id",
-    "device",
-    "gpu_fraction",
-    "gpu_peak_mem_mb",
-    "test_loss",
-    "test_acc",
-    "test_rmse",
-)
+    "node_id", "device", "gpu_fraction", "gpu_peak_mem_mb", "test_loss", "test_acc", "test_rmse",
+    "test_epoch", "pack_id", "pack_size",
+)  # fmt: skip
 
 
 def _best_epoch(epochs: list[dict], metric: str, mode: str) -> int | None:

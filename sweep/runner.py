@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.schedulers import FIFOScheduler  # noqa: E402
 
 from model.data import load_dataset  # noqa: E402
 from model.errors import ConfigError  # noqa: E402
@@ -37,8 +37,8 @@ from sweep import storage  # noqa: E402
 from sweep.cluster import check_address  # noqa: E402
 from sweep.config import StudyConfig, check_study_against_data, dump_study, parse_study  # noqa: E402
 from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter  # noqa: E402
-from sweep.space import hyperparameter_columns, param_space, trial_count  # noqa: E402
-from sweep.trial import dataset_to_payload, run_trial  # noqa: E402
+from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count  # noqa: E402
+from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.jsonl"
@@ -188,10 +188,16 @@ def run_study(
         _write_run_info(out, study, opts, start=True)
         writer_cb = _writer_callback(study, out, fresh=True)
         every = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
+        space = param_space(
+            study,
+            input_size=dataset.n_features,
+            output_size=dataset.n_outputs,
+            slots=_trial_slots(study),
+        )
         tuner = tune.Tuner(
             _trainable(study, dataset),
-            param_space={**param_space(study), "fixed": fixed_params(study)},
-            tune_config=_tune_config(study),
+            param_space={**space, "fixed": fixed_params(study, out)},
+            tune_config=_tune_config(),
             run_config=_run_config(study, out, opts, every),
         )
         return _fit(tuner, study, out, opts, writer_cb)
@@ -226,10 +232,14 @@ def _fit(tuner, study, out, opts, writer_cb, *, resumed: bool = False) -> RunSum
     total = trial_count(study)
     if opts.progress is not None:
         verb = "resuming" if resumed else "running"
-        print(f"{verb} {study.name}: {total} trials -> {out}", file=opts.progress, flush=True)
+        line = f"{verb} {study.name}: {total} configurations -> {out}"
+        print(line, file=opts.progress, flush=True)
+    rungs = _start_rung_record(study, out, writer_cb)
     try:
         tuner.fit()
     finally:
+        if rungs is not None:
+            ray.kill(rungs)
         writer_cb.close()
         counts = writer_cb.counts()
         _write_run_info(out, study, opts, start=False, counts=counts)
@@ -237,37 +247,77 @@ def _fit(tuner, study, out, opts, writer_cb, *, resumed: bool = False) -> RunSum
     return dataclasses.replace(summary, interrupted=summary.done < total)
 
 
-def fixed_params(study: StudyConfig) -> dict:
+def fixed_params(study: StudyConfig, out: str) -> dict:
     """The part of every trial's config that the grid does not vary."""
+    asha = None
+    if study.scheduler.type == "asha":
+        asha = {"actor": rung_record_name(out), "rungs": list(_rungs(study))}
     return {
         "model": dataclasses.asdict(study.model),  # the MLPConfig fields besides the data's sizes
         "epochs": study.train.epochs,
+        "select": study.train.select,
+        "metric": study.train.metric,
         "checkpoint_every": study.train.checkpoint_every,
         "cpus_per_trial": study.resources.cpus_per_trial,
         "gpus_per_trial": study.resources.gpus_per_trial,
+        "asha": asha,
     }
+
+
+def _trial_slots(study: StudyConfig) -> int:
+    """How many trials the Ray cluster can run at once (what auto packing splits groups for)."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) / study.resources.cpus_per_trial
+    if study.resources.gpus_per_trial > 0:
+        slots = min(slots, resources.get("GPU", 0) / study.resources.gpus_per_trial)
+    return max(1, int(slots))
 
 
 def _trainable(study: StudyConfig, dataset):
     resources = {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial}
     payload = dataset_to_payload(dataset)
-    return tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
+    return tune.with_resources(tune.with_parameters(run_pack, payload=payload), resources)
 
 
-def _tune_config(study: StudyConfig) -> tune.TuneConfig:
+def _tune_config() -> tune.TuneConfig:
+    # Early stopping is decided per configuration inside the packs (sweep.asha), so Tune itself
+    # runs every trial to its end and needs no metric.
+    return tune.TuneConfig(scheduler=FIFOScheduler(), reuse_actors=True)
+
+
+# ---- per-configuration ASHA: one rung record per study ------------------------------------
+def rung_record_name(out: str) -> str:
+    """The name of the study's rung-record actor (unique per results location)."""
+    return "mlp-sweep-asha-" + hashlib.sha256(out.encode()).hexdigest()[:16]
+
+
+def _rungs(study: StudyConfig) -> tuple[int, ...]:
+    from sweep.asha import AshaRungs
+
+    return _asha(study, AshaRungs).rungs
+
+
+def _asha(study: StudyConfig, cls):
     sched = study.scheduler
-    if sched.type == "asha":
-        scheduler = ASHAScheduler(  # metric and mode come from TuneConfig only
-            time_attr="epoch",
-            max_t=study.train.epochs,
-            grace_period=sched.grace_period,
-            reduction_factor=sched.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    return tune.TuneConfig(
-        metric=study.train.metric, mode=study.train.mode, scheduler=scheduler, reuse_actors=True
+    return cls(
+        max_t=study.train.epochs,
+        grace_period=sched.grace_period,
+        reduction_factor=sched.reduction_factor,
+        mode=study.train.mode,
     )
+
+
+def _start_rung_record(study: StudyConfig, out: str, writer_cb: ResultsCallback):
+    """Start the study's rung record, holding what earlier runs recorded (resume)."""
+    if study.scheduler.type != "asha":
+        return None
+    from sweep.asha import AshaRungs, start_rung_record
+
+    rungs = _asha(study, AshaRungs)
+    writer = writer_cb.ensure()
+    history = writer.rung_values(study.train.metric, rungs.rungs)
+    stopped = [tid for tid, status in writer.statuses().items() if status == "early_stopped"]
+    return start_rung_record(rung_record_name(out), rungs, history=history, stopped=stopped)
 
 
 def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
@@ -385,9 +435,9 @@ class ResultsCallback(tune.Callback):
         self.writer: ResultsWriter | None = None
 
     def setup(self, **info) -> None:
-        self._ensure()
+        self.ensure()
 
-    def _ensure(self) -> ResultsWriter:
+    def ensure(self) -> ResultsWriter:
         if self.writer is None:
             self.writer = ResultsWriter(**self._args)
             if not self.writer.replay_journal():  # a resumed run starts from what was reported
@@ -398,43 +448,58 @@ class ResultsCallback(tune.Callback):
         return {"_args": self._args, "writer": None}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._ensure().on_result(trial.trial_id, trial.config["point"], _plain(result))
+        """One epoch of a pack: a result and possibly an end for each member in it."""
+        writer, points = self.ensure(), _points(trial)
+        shared = {key: result.get(key) for key in _PACK_KEYS}
+        shared["pack_id"] = trial.trial_id
+        for member in result.get("members", []):
+            tid = member["trial_id"]
+            if member.get("epoch") is not None:
+                writer.on_result(tid, points[tid], {**_plain(member), **shared})
+            if member.get("end"):
+                writer.on_end(tid, points[tid], member["end"], member.get("error"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        writer = self._ensure()
-        last = writer.last_metrics(trial.trial_id)
-        status = last.get("status")
-        if status not in ("completed", "diverged"):
-            status = "early_stopped"
-        writer.on_end(trial.trial_id, trial.config["point"], status)
+        self._end_unfinished(trial, "pack ended without a result for this configuration")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._ensure().on_end(trial.trial_id, trial.config["point"], "error", _error_text(trial))
+        self._end_unfinished(trial, _error_text(trial))
+
+    def _end_unfinished(self, trial, error: str) -> None:
+        writer = self.ensure()
+        for tid, point in _points(trial).items():
+            if writer.status_of(tid) not in TERMINAL_STATUSES:
+                writer.on_end(tid, point, "error", error)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for status in self._ensure().statuses().values():
+        for status in self.ensure().statuses().values():
             counts[status] = counts.get(status, 0) + 1
         return counts
 
     def best(self, metric: str, mode: str) -> str | None:
         """The best value of metric reported so far, with its grid point."""
-        return self._ensure().best(metric, mode)
+        return self.ensure().best(metric, mode)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-_RESULT_KEYS = (
+_MEMBER_KEYS = (
     "epoch", "train_loss", "val_loss", "val_acc", "val_rmse", "epoch_time_s", "samples_per_s",
-    "steps", "elapsed_s", "status", "test_loss", "test_acc", "test_rmse", "node_id", "device",
-    "gpu_fraction", "gpu_peak_mem_mb",
+    "steps", "elapsed_s", "status", "test_loss", "test_acc", "test_rmse", "test_epoch",
 )  # fmt: skip
+_PACK_KEYS = ("node_id", "device", "gpu_fraction", "gpu_peak_mem_mb", "pack_size")
 
 
-def _plain(result: dict) -> dict:
-    return {key: result.get(key) for key in _RESULT_KEYS}
+def _plain(member: dict) -> dict:
+    return {key: member.get(key) for key in _MEMBER_KEYS}
+
+
+def _points(trial) -> dict[str, dict]:
+    """trial_id -> grid point of every configuration in a Tune trial's pack."""
+    return {point["trial_id"]: point for point in trial.config[PACK_KEY]["members"]}
 
 
 def _error_text(trial) -> str:
@@ -495,7 +560,14 @@ class ProgressCallback(tune.Callback):
         done = sum(n for status, n in counts.items() if status in TERMINAL_STATUSES)
         if self.done_at_start is None:
             self.done_at_start = done  # a resumed run: ETA from this run's pace only
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        statuses = self.results.ensure().statuses()
+        running = sum(
+            1
+            for t in trials
+            if t.status == "RUNNING"
+            for tid in _points(t)
+            if statuses.get(tid) not in TERMINAL_STATUSES
+        )
         elapsed = time.monotonic() - self.start
         new = done - self.done_at_start
         eta = f"{elapsed / new * (self.total - done):.0f}s" if new else "?"

@@ -1,27 +1,38 @@
-"""The study's grid: one plain dict per trial, and the Ray Tune param_space that runs them.
+"""The study's grid: one plain dict per configuration, packed into the Tune trials that run them.
 
 Plain Python (no ray import): a Tune grid is just ``{"grid_search": [...]}``. Used by
 ``python -m sweep run STUDY.yaml``, which prints ``trial_count(study)`` before launch.
+
+Packing (``resources.models_per_trial``): configurations that share the optimizer and the batch
+size can train together in one Tune trial (model.train.PackTrainer). ``N`` caps a pack at N
+configurations (1: one configuration per trial). ``auto`` packs each (optimizer, batch size)
+group whole, capped by memory (``AUTO_PACK_BYTES`` of parameters, gradients, optimizer state,
+best-epoch weights and activations, and at most ``AUTO_MAX_MEMBERS``), and splits the groups
+evenly when there are fewer of them than trials that can run at once, so that no slot idles.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sweep.config import StudyConfig
 
-# The key of the one grid dimension in the Tune param_space; a trial's config[POINT_KEY] is its
-# point from expand_grid().
-POINT_KEY = "point"
+# The key of the one grid dimension in the Tune param_space; a trial's config[PACK_KEY] is
+# {"id": pack number, "members": [point, ...]} with points from expand_grid().
+PACK_KEY = "pack"
+AUTO_PACK_BYTES = 2 * 2**30
+AUTO_MAX_MEMBERS = 256
 
 
 def expand_grid(study: StudyConfig) -> list[dict[str, Any]]:
     """One dict per trial, in a fixed order: optimizer, then lr, then batch size, then seed.
 
-    Each is ``{"optimizer", "lr", "batch_size", "seed", "optimizer_params"}``; the order follows
+    Each is ``{"optimizer", "lr", "batch_size", "seed", "optimizer_params", "trial_id"}``, with
+    ``trial_id`` = ``point_key(point)``, the configuration's id in the results; the order follows
     the study file (optimizers and lrs as listed), so the same study always gives the same list.
     """
-    return [
+    points = [
         {
             "optimizer": opt.name,
             "lr": lr,
@@ -34,6 +45,9 @@ def expand_grid(study: StudyConfig) -> list[dict[str, Any]]:
         for batch_size in study.search.batch_sizes
         for seed in study.search.seeds
     ]
+    for point in points:
+        point["trial_id"] = point_key(point)
+    return points
 
 
 def trial_count(study: StudyConfig) -> int:
@@ -42,10 +56,56 @@ def trial_count(study: StudyConfig) -> int:
     return pairs * len(study.search.batch_sizes) * len(study.search.seeds)
 
 
-def param_space(study: StudyConfig) -> dict[str, Any]:
-    """The Tune param_space: a single grid_search over the points, so Tune makes exactly
-    trial_count(study) trials (run it with num_samples=1)."""
-    return {POINT_KEY: {"grid_search": expand_grid(study)}}
+def member_bytes(study: StudyConfig, input_size: int, output_size: int, batch_size: int) -> int:
+    """Memory one member of a pack needs, roughly: float32 parameters x 6 (weights, gradients,
+    up to three optimizer states, best-epoch weights) plus a batch's activations x 3."""
+    sizes = (input_size, *study.model.hidden, output_size)
+    layers = zip(sizes[:-1], sizes[1:], strict=True)
+    bias = 1 if study.model.bias else 0
+    params = sum((fan_in + bias) * fan_out for fan_in, fan_out in layers)
+    activations = batch_size * sum(sizes)
+    return 4 * (6 * params + 3 * activations)
+
+
+def pack_cap(study: StudyConfig, input_size: int, output_size: int, batch_size: int) -> int:
+    """The most configurations one pack of this batch size may hold."""
+    wanted = study.resources.models_per_trial
+    if wanted != "auto":
+        return int(wanted)
+    fits = AUTO_PACK_BYTES // member_bytes(study, input_size, output_size, batch_size)
+    return max(1, min(AUTO_MAX_MEMBERS, fits))
+
+
+def pack_grid(
+    study: StudyConfig, *, input_size: int, output_size: int, slots: int = 1
+) -> list[dict[str, Any]]:
+    """The packs: ``{"id", "members"}`` each, members sharing optimizer and batch size.
+
+    Longest first (smaller batches take more steps), so a slow pack does not start last.
+    """
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for point in expand_grid(study):
+        groups.setdefault((point["optimizer"], point["batch_size"]), []).append(point)
+    split = 1
+    if study.resources.models_per_trial == "auto" and len(groups) < slots:
+        split = math.ceil(slots / len(groups))
+    packs = []
+    for (_, batch_size), points in groups.items():
+        cap = pack_cap(study, input_size, output_size, batch_size)
+        count = max(split, math.ceil(len(points) / cap))
+        count = min(count, len(points))
+        size = math.ceil(len(points) / count)
+        packs.extend(points[i : i + size] for i in range(0, len(points), size))
+    packs.sort(key=lambda members: (members[0]["batch_size"], -len(members)))
+    return [{"id": i, "members": members} for i, members in enumerate(packs)]
+
+
+def param_space(
+    study: StudyConfig, *, input_size: int, output_size: int, slots: int = 1
+) -> dict[str, Any]:
+    """The Tune param_space: one grid_search over the packs (run it with num_samples=1)."""
+    packs = pack_grid(study, input_size=input_size, output_size=output_size, slots=slots)
+    return {PACK_KEY: {"grid_search": packs}}
 
 
 def point_key(point: dict[str, Any]) -> str:
@@ -70,9 +130,10 @@ def hyperparameter_columns(study: StudyConfig) -> dict[str, type]:
 
 
 __all__ = [
-    "POINT_KEY",
+    "PACK_KEY",
     "expand_grid",
     "hyperparameter_columns",
+    "pack_grid",
     "param_space",
     "point_key",
     "trial_count",

@@ -1,8 +1,10 @@
-"""The Ray Tune trial function: a thin adapter from a Tune config to ``model.train.Trainer``.
+"""The Ray Tune trial function: a thin adapter from a Tune config to ``model.train.PackTrainer``.
 
-A trial's config holds ``point`` (optimizer, lr, batch_size, seed, optimizer_params) from the
-grid and ``fixed`` (model section, epochs, checkpoint period, resources), both plain data. The
-dataset arrives once through Ray's object store as NumPy arrays (zero-copy on the node).
+A trial's config holds ``pack`` (``{"id", "members"}``, each member a grid point with its
+``trial_id``) and ``fixed`` (model section, epochs, selection, checkpoint period, resources, early
+stopping), both plain data. The dataset arrives once through Ray's object store as NumPy arrays
+(zero-copy on the node). Each epoch is one Tune result whose ``members`` list holds one record per
+configuration that ran it, with ``end`` set when that configuration stopped.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import torch
 from ray import tune
 
 from model.data import Dataset
+from model.errors import ConfigError
 from model.mlp import MLPConfig
-from model.train import TrainConfig, Trainer
+from model.train import PackTrainer, TrainConfig
+from sweep.space import PACK_KEY
 
 CHECKPOINT_FILE = "trainer.pt"
 _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -60,54 +64,117 @@ def pick_device(gpu_fraction: float) -> str:
     return f"cuda:{index}"
 
 
-def train_config(config: Mapping, data: Dataset, device: str) -> TrainConfig:
-    """The TrainConfig of one grid point."""
-    point, fixed = config["point"], config["fixed"]
+def train_config(point: Mapping, fixed: Mapping, data: Dataset, device: str) -> TrainConfig:
+    """The TrainConfig of one configuration (ConfigError if a value is bad)."""
     model = MLPConfig(
         input_size=data.n_features, output_size=data.n_outputs, task=data.task, **fixed["model"]
     )
     return TrainConfig(
         model=model,
         optimizer=point["optimizer"],
-        lr=float(point["lr"]),
-        batch_size=int(point["batch_size"]),
+        lr=point["lr"],
+        batch_size=point["batch_size"],
         epochs=int(fixed["epochs"]),
-        seed=int(point["seed"]),
+        seed=point["seed"],
         optimizer_params=dict(point["optimizer_params"]),
         device=device,
         num_threads=max(1, int(fixed["cpus_per_trial"])),
+        select=fixed["select"],
+        metric=fixed["metric"],
     )
 
 
-def run_trial(config: dict, payload: dict | None = None) -> None:
-    """Train one grid point, reporting every epoch to Tune and checkpointing periodically."""
+def _build(members: list[Mapping], fixed: Mapping, data: Dataset, device: str):
+    """The members' TrainConfigs; a member whose values are bad becomes an error of its own."""
+    good, errors = [], []
+    for point in members:
+        try:
+            good.append((point["trial_id"], train_config(point, fixed, data, device)))
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())
+            errors.append({"trial_id": point["trial_id"], "end": "error", "error": message})
+    return good, errors
+
+
+def run_pack(config: dict, payload: dict | None = None) -> None:
+    """Train one pack of configurations, reporting every epoch of every member to Tune (one
+    result per epoch) and checkpointing the whole pack periodically."""
     data = dataset_from_payload(payload)
-    fixed = config["fixed"]
+    fixed, pack = config["fixed"], config[PACK_KEY]
     gpu_fraction = float(fixed["gpus_per_trial"])
     device = pick_device(gpu_fraction)
-    trainer = Trainer(train_config(config, data, device), data)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
-        trainer.load_state_dict(state)
+    good, errors = _build(pack["members"], fixed, data, device)
     static = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "device": device,
         "gpu_fraction": gpu_fraction,
         "pid": os.getpid(),
+        "pack_size": len(pack["members"]),
     }
+    if not good:
+        tune.report({"epoch": 0, "members": errors, **static})
+        return
+    ids = [trial_id for trial_id, _ in good]
+    trainer = PackTrainer([cfg for _, cfg in good], data)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+        trainer.load_state_dict(state)
+        errors = []  # reported before the checkpoint was taken
+    rungs = EarlyStopping.from_fixed(fixed)
+    if rungs is not None:
+        trainer.stop(rungs.already_stopped(ids, trainer.active), "early_stopped")
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)  # an actor reused from another trial
     every = int(fixed["checkpoint_every"])
-    for record in trainer.run():
-        metrics = {**record.as_dict(), **static}
+    for records in trainer.run():
+        members = [{**record.as_dict(), "trial_id": ids[m], "end": None} for m, record in records]
+        for (_, record), member in zip(records, members, strict=True):
+            if record.status in ("completed", "diverged"):
+                member["end"] = record.status
+        if rungs is not None:
+            stopped = rungs.decide(records, ids, fixed["metric"])
+            trainer.stop(stopped, "early_stopped")
+            for (m, _), member in zip(records, members, strict=True):
+                if m in stopped:
+                    member["end"] = "early_stopped"
+        result = {"epoch": records[0][1].epoch, "members": errors + members, **static}
+        errors = []
         if cuda:
-            metrics["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if record.status == "running" and every > 0 and record.epoch % every == 0:
+            result["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if trainer.active and result["epoch"] % every == 0:
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
-            tune.report(metrics)
+            tune.report(result)
+
+
+class EarlyStopping:
+    """The pack's side of per-configuration ASHA: asks the study's shared rung record (a Ray
+    actor, sweep.asha) at rung epochs only, one round trip for the whole pack."""
+
+    def __init__(self, actor_name: str, rungs: list[int]) -> None:
+        self.actor = ray.get_actor(actor_name)
+        self.rungs = set(rungs)
+
+    @classmethod
+    def from_fixed(cls, fixed: Mapping) -> EarlyStopping | None:
+        asha = fixed.get("asha")
+        return None if not asha else cls(asha["actor"], asha["rungs"])
+
+    def already_stopped(self, ids: list[str], active: list[int]) -> list[int]:
+        """Members the record stopped before this pack's checkpoint was written (a retry)."""
+        stopped = ray.get(self.actor.stopped.remote([ids[m] for m in active]))
+        return [m for m, gone in zip(active, stopped, strict=True) if gone]
+
+    def decide(self, records, ids: list[str], metric: str) -> set[int]:
+        """The members to stop at this epoch."""
+        asking = [(m, r) for m, r in records if r.status == "running" and r.epoch in self.rungs]
+        if not asking:
+            return set()
+        items = [(ids[m], r.epoch, getattr(r, metric)) for m, r in asking]
+        keep = ray.get(self.actor.decide_many.remote(items))
+        return {m for (m, _), go_on in zip(asking, keep, strict=True) if not go_on}

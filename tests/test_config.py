@@ -186,6 +186,11 @@ BAD_STUDIES: list[BadCase] = [
     _case("resources.gpus_per_trial", -0.5, "resources.gpus_per_trial: must be >= 0", "-0.5"),
     _case("resources.gpus_per_trial", 1.5, "resources.gpus_per_trial", "1.5"),
     _case("resources.cpus_per_trial", 0, "resources.cpus_per_trial: must be > 0", "got 0"),
+    _case("resources.models_per_trial", 0, "resources.models_per_trial: must be >= 1", "got 0"),
+    _case("resources.models_per_trial", "many", "resources.models_per_trial", "'many'"),
+    _case("resources.models_per_trial", 2.5, "resources.models_per_trial", "2.5"),
+    _case("resources.models_per_trial", True, "resources.models_per_trial", "got true"),
+    _case("train.select", "last", "train.select: unknown selection rule 'last'", "best_epoch"),
     _case("resources.cpus_per_trial", -1, "resources.cpus_per_trial", "-1"),
     # scheduler
     _case("scheduler.type", "hyperband", "scheduler.type", "'hyperband'", "asha, none"),
@@ -274,9 +279,14 @@ def test_minimal_study_gets_every_default() -> None:
         "mode": "min",
         "checkpoint_every": 5,
         "max_failures": 2,
+        "select": "best_epoch",
     }
     assert resolved["scheduler"] == {"type": "asha", "grace_period": 1, "reduction_factor": 3}
-    assert resolved["resources"] == {"cpus_per_trial": 1, "gpus_per_trial": 0}
+    assert resolved["resources"] == {
+        "cpus_per_trial": 1,
+        "gpus_per_trial": 0,
+        "models_per_trial": "auto",
+    }
 
 
 def test_logspace_expands_to_n_log_spaced_values_with_exact_ends() -> None:

@@ -146,7 +146,7 @@ def test_killed_trial_is_retried_from_checkpoint_and_tables_stay_exact(
     assert killer.recovered and not killer.errored
     trials, epochs = tables(summary.out)
     assert_exact(trials, epochs, 2)
-    t = trials.to_pandas().set_index("trial_id")
+    t = trials.to_pandas().set_index("pack_id")
     assert t.loc[killer.killed, "status"] == "completed"
     assert t.loc[killer.killed, "epochs_run"] == 12
 
@@ -163,7 +163,7 @@ def test_a_failing_trial_is_recorded_with_its_message_and_the_sweep_goes_on(
     assert not summary.interrupted
     trials, epochs = tables(summary.out)
     assert_exact(trials, epochs, 2)
-    t = trials.to_pandas().set_index("trial_id")
+    t = trials.to_pandas().set_index("pack_id")
     failed = t.loc[killer.killed]
     assert failed.status == "error"
     assert "died" in failed.error.lower()  # Ray's ActorDiedError, as the trial saw it

@@ -1,0 +1,251 @@
+"""Packed training: K configurations in one PackTrainer equal K runs of their own on torch.optim."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+import torch
+
+from model.errors import ConfigError
+from model.train import EpochMetrics, PackTrainer, TrainConfig, Trainer
+from test_train import make_cfg, make_data
+
+RTOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def restore_num_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def run_pack(cfgs, data, **kwargs) -> dict[int, list[EpochMetrics]]:
+    got: dict[int, list[EpochMetrics]] = {m: [] for m in range(len(cfgs))}
+    for records in PackTrainer(cfgs, data, **kwargs).run():
+        for member, record in records:
+            got[member].append(record)
+    return got
+
+
+def assert_like_solo(got: list[EpochMetrics], solo: list[EpochMetrics], rtol=RTOL) -> None:
+    assert [r.epoch for r in got] == [r.epoch for r in solo]
+    assert [r.status for r in got] == [r.status for r in solo]
+    for a, b in zip(got, solo, strict=True):
+        for name in ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None), name
+            if x is not None:
+                assert x == pytest.approx(y, rel=rtol, nan_ok=True), (name, a.epoch)
+        assert (a.steps, a.test_epoch) == (b.steps, b.test_epoch)
+
+
+# Each setting: optimizer, per-member (lr, seed, hyperparameters). Mixed hyperparameters in one
+# pack exercise the per-member masks (nesterov, amsgrad, centered) and momentum 0 beside > 0.
+# RMSprop's first steps divide by sqrt(0.01 g^2): where g is ~0 a rounding difference becomes a
+# step of 10 x lr, so its settings keep lr <= 0.01, where the arithmetic is not chaotic.
+SETTINGS = {
+    "sgd-plain": ("sgd", [(0.1, 0, {}), (0.03, 1, {}), (0.01, 2, {})]),
+    "sgd-mixed": (
+        "sgd",
+        [
+            (0.05, 0, {"momentum": 0.9}),
+            (0.05, 1, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
+            (0.1, 2, {"momentum": 0.5, "dampening": 0.3}),
+            (0.1, 3, {}),
+        ],
+    ),
+    "adam": ("adam", [(0.01, 0, {}), (0.003, 1, {}), (0.001, 2, {"beta1": 0.8, "eps": 1e-6})]),
+    "adam-mixed": (
+        "adam",
+        [(0.01, 0, {"amsgrad": True, "weight_decay": 0.01}), (0.003, 1, {}), (0.01, 2, {})],
+    ),
+    "adamw": ("adamw", [(0.01, 0, {}), (0.003, 1, {"amsgrad": True}), (0.001, 2, {})]),
+    "rmsprop": ("rmsprop", [(0.01, 0, {}), (0.003, 1, {}), (0.001, 2, {"alpha": 0.9})]),
+    "rmsprop-mixed": (
+        "rmsprop",
+        [
+            (0.003, 0, {"centered": True, "momentum": 0.9}),
+            (0.01, 1, {"momentum": 0.5, "weight_decay": 0.01}),
+            (0.001, 2, {}),
+        ],
+    ),
+    "adagrad": (
+        "adagrad",
+        [
+            (0.1, 0, {}),
+            (0.05, 1, {"lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+            (0.01, 2, {"weight_decay": 1e-3, "eps": 1e-6}),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_pack_equals_each_member_trained_alone_with_torch_optim(setting):
+    optimizer, members = SETTINGS[setting]
+    data = make_data()
+    cfgs = [
+        make_cfg(optimizer=optimizer, lr=lr, seed=seed, optimizer_params=hp, batch_size=16)
+        for lr, seed, hp in members
+    ]
+    got = run_pack(cfgs, data)
+    for member, cfg in enumerate(cfgs):
+        assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+def test_member_k_starts_from_the_weights_and_batches_of_its_own_run():
+    data = make_data()
+    cfgs = [make_cfg(lr=0.01, seed=seed, epochs=1) for seed in (3, 7)]
+    pack = PackTrainer(cfgs, data, engine="stacked")
+    first_layer = pack.engine.net.weights[0]
+    for member, cfg in enumerate(cfgs):
+        solo = Trainer(cfg, data)
+        torch.testing.assert_close(first_layer[member], solo.model.linears[0].weight.detach().t())
+    orders = [torch.randperm(len(data.x_train), generator=g) for g in pack._generators]
+    fresh = [torch.Generator().manual_seed(cfg.seed) for cfg in cfgs]
+    for order, generator in zip(orders, fresh, strict=True):
+        assert torch.equal(order, torch.randperm(len(data.x_train), generator=generator))
+
+
+def test_a_diverging_member_is_frozen_and_leaves_the_others_unchanged():
+    data = make_data()
+    good = [make_cfg(optimizer="sgd", lr=lr, seed=s, epochs=3) for lr, s in ((0.1, 0), (0.05, 1))]
+    bad = make_cfg(optimizer="sgd", lr=1000.0, seed=2, epochs=3)
+    pack = PackTrainer([good[0], bad, good[1]], data)
+    got: dict[int, list[EpochMetrics]] = {0: [], 1: [], 2: []}
+    sizes = []
+    for records in pack.run():
+        for member, record in records:
+            got[member].append(record)
+        sizes.append(pack.engine.net.weights[0].shape[0])
+    statuses = [r.status for r in got[1]]
+    assert statuses[-1] == "diverged" and statuses == [r.status for r in Trainer(bad, data).run()]
+    assert sizes[len(statuses) - 1 :] == [2] * (4 - len(statuses))  # it left the stack at once
+    assert pack.statuses == ["completed", "diverged", "completed"]
+    assert_like_solo(got[0], list(Trainer(good[0], data).run()))
+    assert_like_solo(got[2], list(Trainer(good[1], data).run()))
+    alone = run_pack(good, data)
+    assert_like_solo(got[0], alone[0], rtol=1e-6)
+    assert_like_solo(got[2], alone[1], rtol=1e-6)
+
+
+def test_the_same_diverged_epoch_as_a_run_of_its_own():
+    data = make_data()
+    cfgs = [make_cfg(optimizer="sgd", lr=lr, seed=0, epochs=4) for lr in (0.1, 40.0, 1e4)]
+    got = run_pack(cfgs, data)
+    for member, cfg in enumerate(cfgs):
+        solo = list(Trainer(cfg, data).run())
+        assert [r.status for r in got[member]] == [r.status for r in solo]
+
+
+def test_stopped_members_leave_the_stack_and_the_rest_go_on():
+    data = make_data()
+    cfgs = [make_cfg(lr=lr, seed=0, epochs=3) for lr in (0.01, 0.003, 0.001)]
+    pack = PackTrainer(cfgs, data)
+    runs = pack.run()
+    first = next(runs)
+    assert [m for m, _ in first] == [0, 1, 2]
+    pack.stop([1], "early_stopped")
+    assert pack.engine.net.weights[0].shape[0] == 2
+    assert pack.engine.optimizer.state["exp_avg"][0].shape[0] == 2
+    rest = list(runs)
+    assert [[m for m, _ in records] for records in rest] == [[0, 2], [0, 2]]
+    assert pack.statuses == ["completed", "early_stopped", "completed"]
+    solo = list(Trainer(cfgs[2], data).run())
+    assert_like_solo([first[2][1], *(r[1][1] for r in rest)], solo)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop", "adagrad"])
+def test_resumed_pack_ends_where_an_uninterrupted_one_ends(optimizer):
+    data = make_data()
+    hp = {"momentum": 0.9} if optimizer in ("sgd", "rmsprop") else {}
+    cfgs = [
+        make_cfg(optimizer=optimizer, lr=lr, seed=s, epochs=4, optimizer_params=hp)
+        for lr, s in ((0.01, 0), (0.003, 1), (1e5, 2))
+    ]
+    straight = run_pack(cfgs, data)
+    first = PackTrainer(cfgs, data)
+    runs = first.run()
+    early = [next(runs), next(runs)]
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = PackTrainer(cfgs, data)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    got = {m: [r for records in early for mm, r in records if mm == m] for m in range(3)}
+    for records in resumed.run():
+        for member, record in records:
+            got[member].append(record)
+    for member in range(3):
+        assert_like_solo(got[member], straight[member], rtol=0)
+
+
+def test_best_epoch_selection_tests_the_weights_of_the_best_epoch():
+    data = make_data()
+    # a learning rate high enough that validation loss rises again after its best epoch
+    cfg = make_cfg(optimizer="sgd", lr=2.0, seed=0, epochs=6, select="best_epoch")
+    records = list(Trainer(cfg, data).run())
+    best = min(records, key=lambda r: r.val_loss)
+    last = records[-1]
+    assert last.status == "completed" and last.test_epoch == best.epoch
+    assert best.epoch < cfg.epochs, "the case needs a best epoch before the last"
+    # the same run stopped at its best epoch, tested there, measures the same test loss
+    until_best = list(Trainer(replace(cfg, epochs=best.epoch, select="final"), data).run())
+    assert until_best[-1].test_epoch == best.epoch
+    assert last.test_loss == until_best[-1].test_loss
+    final = list(Trainer(replace(cfg, select="final"), data).run())[-1]
+    assert final.test_epoch == cfg.epochs and final.test_loss != last.test_loss
+
+
+def test_best_epoch_selection_in_a_pack_matches_the_solo_runs():
+    data = make_data()
+    cfgs = [
+        make_cfg(optimizer="sgd", lr=lr, seed=s, epochs=5, select="best_epoch", metric="val_acc")
+        for lr, s in ((2.0, 0), (0.1, 1), (0.5, 2))
+    ]
+    got = run_pack(cfgs, data)
+    for member, cfg in enumerate(cfgs):
+        assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+def test_pack_members_must_share_all_but_lr_seed_and_hyperparameters():
+    data = make_data()
+    with pytest.raises(ConfigError, match=r"pack\[1\]\.batch_size: 64 differs"):
+        PackTrainer([make_cfg(), make_cfg(batch_size=64)], data)
+    with pytest.raises(ConfigError, match=r"pack\[1\]\.optimizer: 'sgd' differs"):
+        PackTrainer([make_cfg(), make_cfg(optimizer="sgd")], data)
+    with pytest.raises(ConfigError, match="pack: no configurations"):
+        PackTrainer([], data)
+
+
+def test_train_config_validates_select_and_metric():
+    with pytest.raises(ConfigError, match="select: 'last'"):
+        make_cfg(select="last")
+    with pytest.raises(ConfigError, match="metric: 'val_f1'"):
+        make_cfg(metric="val_f1")
+
+
+def test_regression_and_mse_packs_match_their_solo_runs():
+    data = make_data("regression")
+    base = make_cfg(optimizer="adam", lr=0.01)
+    model = replace(base.model, output_size=1, task="regression", loss="mse")
+    cfgs = [replace(base, model=model, lr=lr, seed=s) for lr, s in ((0.01, 0), (0.003, 1))]
+    got = run_pack(cfgs, data)
+    for member, cfg in enumerate(cfgs):
+        solo = list(Trainer(cfg, data).run())
+        assert_like_solo(got[member], solo)
+        assert got[member][-1].val_rmse == pytest.approx(solo[-1].val_rmse, rel=RTOL)
+
+
+def test_one_member_pack_on_the_stacked_engine_equals_torch_optim():
+    data = make_data()
+    cfg = make_cfg(optimizer="adamw", lr=0.01, epochs=3)
+    stacked = run_pack([cfg], data, engine="stacked")[0]
+    assert_like_solo(stacked, list(Trainer(cfg, data).run()))
+
+
+def test_train_config_default_select_is_final_for_single_runs():
+    assert TrainConfig.__dataclass_fields__["select"].default == "final"
