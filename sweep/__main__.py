@@ -141,7 +141,9 @@ def cmd_resume(args) -> int:
 
 def _finish(summary) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.statuses.items()))
-    print(f"{summary.done}/{summary.total} trials done ({counts or 'none'})", file=sys.stderr)
+    print(
+        f"{summary.done}/{summary.total} configurations done ({counts or 'none'})", file=sys.stderr
+    )
     if summary.interrupted:
         print(f"interrupted; finish with: python -m sweep resume {summary.out}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_train import make_cfg, make_data
 
 from model.errors import ConfigError
 from model.train import EpochMetrics, PackTrainer, TrainConfig, Trainer
-from test_train import make_cfg, make_data
 
 RTOL = 1e-4
 

@@ -1,0 +1,135 @@
+"""Packed sweeps end to end: one Tune trial per pack, one results row per configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from ray import tune
+
+from model.data import load_dataset
+from sweep.config import load_study
+from sweep.runner import RunOptions, _trainable, _writer_callback, fixed_params, run_study
+from sweep.space import PACK_KEY, expand_grid
+
+pytestmark = pytest.mark.slow
+
+METRICS = ["train_loss", "val_loss", "val_acc"]
+
+
+def tables(out: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = pq.read_table(os.path.join(out, "trials.parquet")).to_pandas()
+    epochs = pq.read_table(os.path.join(out, "epochs.parquet")).to_pandas()
+    return trials, epochs
+
+
+def assert_exact(trials: pd.DataFrame, epochs: pd.DataFrame, expected: int) -> None:
+    assert len(trials) == expected and trials["trial_id"].is_unique
+    for row in trials.itertuples():
+        got = sorted(epochs.loc[epochs.trial_id == row.trial_id, "epoch"])
+        assert got == list(range(1, row.epochs_run + 1)), row.trial_id
+
+
+GRID = {
+    "train": {"epochs": 3},
+    "search": {"batch_size": [64], "seeds": 2},
+}
+OPTIMIZERS = {"sgd": {"lr": [0.1, 0.03], "momentum": 0.9}, "adam": {"lr": [0.01, 0.001]}}
+
+
+def test_packed_and_unpacked_sweeps_give_the_same_tables(ray_session, study_file, tmp_path):
+    results = {}
+    for models in ("auto", 1):
+        study = load_study(
+            study_file({**GRID, "resources": {"models_per_trial": models}}, optimizers=OPTIMIZERS)
+        )
+        summary = run_study(study, RunOptions(results=str(tmp_path / str(models))))
+        assert summary.total == summary.done == 8
+        results[models] = tables(summary.out)
+    (packed, packed_epochs), (single, single_epochs) = results["auto"], results[1]
+    assert_exact(packed, packed_epochs, 8)
+    assert sorted(packed.trial_id) == sorted(p["trial_id"] for p in expand_grid(study))
+    # auto on 2 CPUs: one pack per optimizer (same batch size), both running at once
+    assert sorted(packed.groupby("pack_id").size()) == [4, 4]
+    assert (packed.pack_size == 4).all() and (single.pack_size == 1).all()
+    assert single.pack_id.is_unique
+    merged = packed_epochs.merge(single_epochs, on=["trial_id", "epoch"], suffixes=("", "_1"))
+    assert len(merged) == len(packed_epochs) == 8 * 3
+    for name in METRICS:
+        pd.testing.assert_series_equal(
+            merged[name], merged[f"{name}_1"], check_names=False, rtol=1e-4
+        )
+    a, b = packed.set_index("trial_id"), single.set_index("trial_id").loc[packed.trial_id]
+    assert (a.status == "completed").all()
+    assert (a.test_epoch == a.best_epoch).all()  # train.select: best_epoch by default
+    pd.testing.assert_series_equal(a.test_loss, b.test_loss, rtol=1e-4)
+
+
+class KillPackOnce(tune.Callback):
+    """SIGKILL a pack's worker after it reports epoch 3; record the first epoch it reports next."""
+
+    def __init__(self):
+        self.killed = None
+        self.after_kill: list[int] = []
+        self.errored = False
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.errored |= trial.trial_id == self.killed
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id == self.killed:
+            self.after_kill.append(result["epoch"])
+        elif self.killed is None and result["epoch"] == 3:
+            self.killed = trial.trial_id
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def test_a_killed_pack_is_retried_from_its_checkpoint_with_all_its_members(
+    ray_session, study_file, tmp_path
+):
+    study = load_study(
+        study_file(
+            {"train": {"epochs": 10, "checkpoint_every": 2}, "search": {"batch_size": [8]}},
+            optimizers=OPTIMIZERS,
+        )
+    )
+    killer = KillPackOnce()
+    summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[killer])
+    assert killer.killed and not killer.errored
+    assert killer.after_kill[0] == 3, "the retry starts from the epoch-2 checkpoint"
+    trials, epochs = tables(summary.out)
+    assert_exact(trials, epochs, 4)
+    killed = trials[trials.pack_id == killer.killed]
+    assert len(killed) == 2 and (killed.status == "completed").all()
+    assert (killed.epochs_run == 10).all()
+
+
+def test_a_member_with_a_bad_value_is_an_error_and_its_pack_goes_on(
+    ray_session, study_file, tmp_path
+):
+    study = load_study(study_file(GRID, optimizers={"adam": {"lr": [0.01, 0.001]}}))
+    dataset = load_dataset(study.data)
+    members = expand_grid(study)
+    members[1] = {**members[1], "lr": -1.0}  # what validation would refuse, reaching a trial
+    out = str(tmp_path / "bad")
+    os.makedirs(out)
+    writer = _writer_callback(study, out, fresh=True)
+    tuner = tune.Tuner(
+        _trainable(study, dataset),
+        param_space={
+            PACK_KEY: {"grid_search": [{"id": 0, "members": members}]},
+            "fixed": fixed_params(study, out),
+        },
+        run_config=tune.RunConfig(storage_path=out, name="ray", callbacks=[writer], verbose=0),
+    )
+    tuner.fit()
+    writer.close()
+    trials, _ = tables(out)
+    bad = trials.set_index("trial_id").loc[members[1]["trial_id"]]
+    assert bad.status == "error" and "lr: -1.0" in bad.error and bad.epochs_run == 0
+    others = trials[trials.trial_id != members[1]["trial_id"]]
+    assert len(others) == 3 and (others.status == "completed").all()
+    assert (others.epochs_run == 3).all() and (others.pack_size == 4).all()
