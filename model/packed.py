@@ -1,8 +1,8 @@
 """K same-shape MLPs as stacked tensors, and vectorised optimizer steps with per-member settings.
 
 The training loop is model.train's (``PackTrainer`` over a ``StackedEngine``); this module holds
-what a pack has that a single run does not. Example: ``python -m model train --lr 0.1 0.03 0.01``
-trains three members at once.
+what a pack has that a single run does not. ``python -m sweep run STUDY.yaml`` trains its packs
+through it (``resources.models_per_trial``).
 
 Layer ``l`` of member ``k`` is ``weights[l][k]`` of shape ``(fan_in, fan_out)`` (the transpose of
 ``nn.Linear.weight``) and ``biases[l][k]`` of shape ``(1, fan_out)``, so one ``baddbmm`` computes
@@ -34,34 +34,58 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class StackedMLP:
-    """K MLPs of one MLPConfig, each layer one (K, fan_in, fan_out) leaf tensor."""
+    """K MLPs of one MLPConfig in one (K, P) float tensor, ``flat``: member k's P parameters are
+    row k, and each layer is a leaf view into it (``weights[l]`` (K, fan_in, fan_out),
+    ``biases[l]`` (K, 1, fan_out)), so a forward pass is one batched matmul per layer while an
+    optimizer step is a few element-wise ops over ``flat``. Gradients land in ``flat_grad``.
+    """
 
     def __init__(self, cfg: MLPConfig, members: Sequence[MLP], device: torch.device) -> None:
         self.cfg = cfg
+        rows = []
+        for member in members:
+            parts = []
+            for layer in member.linears:
+                parts.append(layer.weight.detach().t().reshape(-1))
+                if cfg.bias:
+                    parts.append(layer.bias.detach())
+            rows.append(torch.cat(parts))
+        self._acts = [_ACTIVATIONS[name] for name in cfg.activations]
+        self._bind(torch.stack(rows).to(device))
+
+    def _bind(self, flat: torch.Tensor) -> None:
+        """Make flat (K, P) the parameters: leaf views per layer, gradients in flat_grad."""
+        self.flat = flat.detach().contiguous()
+        self.flat_grad = torch.zeros_like(self.flat)
+        k = len(self.flat)
         self.weights: list[torch.Tensor] = []
         self.biases: list[torch.Tensor | None] = []
-        for layers in zip(*(m.linears for m in members), strict=True):
-            weight = torch.stack([layer.weight.detach().t() for layer in layers])
-            self.weights.append(weight.to(device).contiguous().requires_grad_())
-            if cfg.bias:
-                bias = torch.stack([layer.bias.detach().unsqueeze(0) for layer in layers])
-                self.biases.append(bias.to(device).contiguous().requires_grad_())
-            else:
-                self.biases.append(None)
-        self._acts = [_ACTIVATIONS[name] for name in cfg.activations]
+        at = 0
 
-    def parameters(self) -> list[torch.Tensor]:
-        """Every stacked tensor in nn.Linear's order (weight then bias, layer by layer)."""
-        pairs = zip(self.weights, self.biases, strict=True)
-        return [t for pair in pairs for t in pair if t is not None]
+        def leaf(shape: tuple[int, ...]) -> torch.Tensor:
+            nonlocal at
+            size = shape[1] * shape[2]
+            view = self.flat[:, at : at + size].view(shape).requires_grad_()
+            # Autograd adds into an existing .grad in place, so every gradient lands in flat_grad.
+            view.grad = self.flat_grad[:, at : at + size].view(shape)
+            at += size
+            return view
 
-    def set_parameters(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Replace the leaves (same order as parameters()); used to drop members or restore."""
-        it = iter(tensors)
-        for layer in range(len(self.weights)):
-            self.weights[layer] = next(it).detach().contiguous().requires_grad_()
-            if self.biases[layer] is not None:
-                self.biases[layer] = next(it).detach().contiguous().requires_grad_()
+        sizes = self.cfg.layer_sizes
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            self.weights.append(leaf((k, fan_in, fan_out)))
+            self.biases.append(leaf((k, 1, fan_out)) if self.cfg.bias else None)
+
+    def zero_grad(self) -> None:
+        self.flat_grad.zero_()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the members at rows (a LongTensor of positions)."""
+        self._bind(self.flat.index_select(0, rows))
+
+    def load_flat(self, flat: torch.Tensor) -> None:
+        """Replace every member's parameters with flat (K', P)."""
+        self._bind(flat.to(self.flat.device).clone())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, in) -> (K, B, out); a shared (B, in) input is broadcast to every member."""
@@ -104,154 +128,145 @@ def _choose(mask: torch.Tensor, if_true, if_false, like: torch.Tensor) -> torch.
 
 
 class StackedOptimizer:
-    """One optimizer of model.optim's table over stacked parameters, hyperparameters per member.
-
-    ``step(params)`` reads ``p.grad`` and updates each ``p`` in place; ``keep(rows)`` drops the
-    other members from every state tensor and hyperparameter.
-    """
+    """One optimizer of model.optim's table over a (K, P) parameter tensor, hyperparameters per
+    member (row). ``step(param, grad)`` updates param in place; ``keep(rows)`` drops the other
+    members from every state tensor and hyperparameter."""
 
     def __init__(
         self,
         name: str,
-        params: Sequence[torch.Tensor],
+        param: torch.Tensor,
         lrs: Sequence[float],
         hyperparams: Sequence[Mapping[str, float | bool]],
     ) -> None:
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}")
         self.name = name
-        device = params[0].device
+        device = param.device
         resolved = [resolve_optimizer(name, hp) for hp in hyperparams]
         self.hp: dict[str, torch.Tensor] = {"lr": _per_member(lrs, device)}
         for key in OPTIMIZERS[name].hyperparams:
             self.hp[key] = _per_member([r[key] for r in resolved], device)
         self.step_count = 0
-        self.state: dict[str, list[torch.Tensor]] = self._initial_state(params)
+        self.state: dict[str, torch.Tensor] = self._initial_state(param)
+        self._coefficients(param)
 
-    def _initial_state(self, params: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-        zeros = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+    def _coefficients(self, like: torch.Tensor) -> None:
+        """Per-member constants as (K, 1) tensors of like's dtype, computed once in float64."""
+        hp = self.hp
+        derived = {name: value for name, value in hp.items()}
+        for name in ("beta1", "beta2", "alpha", "dampening"):
+            if name in hp:
+                derived[f"1-{name}"] = 1 - hp[name]
+        if "weight_decay" in hp:
+            derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
+        self.c = {name: _view(value, like) for name, value in derived.items()}
+
+    def _initial_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.name == "sgd":
-            return {"momentum_buffer": zeros}
+            return {"momentum_buffer": torch.zeros_like(param)}
         if self.name in ("adam", "adamw"):
-            return {
-                "exp_avg": zeros,
-                "exp_avg_sq": [torch.zeros_like(p) for p in params],
-                "max_exp_avg_sq": [torch.zeros_like(p) for p in params],
-            }
+            names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            return {name: torch.zeros_like(param) for name in names}
         if self.name == "rmsprop":
-            return {
-                "square_avg": zeros,
-                "momentum_buffer": [torch.zeros_like(p) for p in params],
-                "grad_avg": [torch.zeros_like(p) for p in params],
-            }
-        init = self.hp["initial_accumulator_value"]
-        return {"sum": [torch.ones_like(p) * _view(init, p) for p in params]}
+            names = ("square_avg", "momentum_buffer", "grad_avg")
+            return {name: torch.zeros_like(param) for name in names}
+        return {"sum": torch.ones_like(param) * _view(self.hp["initial_accumulator_value"], param)}
 
     @torch.no_grad()
-    def step(self, params: Sequence[torch.Tensor]) -> None:
-        """One update of every member from the gradients in p.grad."""
+    def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+        """One update of every member from its gradient."""
         self.step_count += 1
-        update = getattr(self, f"_{self.name}")
-        for i, p in enumerate(params):
-            update(i, p, p.grad)
+        getattr(self, f"_{self.name}")(param, grad)
 
     def _decayed(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        weight_decay = self.hp["weight_decay"]
-        if not bool(weight_decay.any()):
+        if not bool(self.hp["weight_decay"].any()):
             return grad
-        return grad.add(p * _view(weight_decay, p))
+        return grad.add(p * self.c["weight_decay"])
 
-    def _sgd(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
-        hp = self.hp
+    def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        c, momentum = self.c, self.hp["momentum"]
         grad = self._decayed(p, grad)
-        momentum = hp["momentum"]
         if bool(momentum.any()):
-            buf = self.state["momentum_buffer"][i]
+            buf = self.state["momentum_buffer"]
             if self.step_count == 1:
                 buf.copy_(grad)  # torch.optim starts the buffer at the first gradient
             else:
-                buf.mul_(_view(momentum, p)).add_(grad * _view(1 - hp["dampening"], p))
+                buf.mul_(c["momentum"]).add_(grad * c["1-dampening"])
             momentum_grad = _choose(
-                hp["nesterov"], lambda: grad + buf * _view(momentum, p), lambda: buf, p
+                self.hp["nesterov"], lambda: grad + buf * c["momentum"], lambda: buf, p
             )
             grad = _choose(momentum > 0, lambda: momentum_grad, lambda: grad, p)
-        p.sub_(grad * _view(hp["lr"], p))
+        p.sub_(grad * c["lr"])
 
-    def _adam(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
-        self._adam_like(i, p, grad, decoupled=False)
+    def _adam(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        self._adam_like(p, grad, decoupled=False)
 
-    def _adamw(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
-        self._adam_like(i, p, grad, decoupled=True)
+    def _adamw(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        self._adam_like(p, grad, decoupled=True)
 
-    def _adam_like(self, i: int, p: torch.Tensor, grad: torch.Tensor, *, decoupled: bool) -> None:
-        hp, step = self.hp, self.step_count
+    def _adam_like(self, p: torch.Tensor, grad: torch.Tensor, *, decoupled: bool) -> None:
+        hp, c, state, step = self.hp, self.c, self.state, self.step_count
         if decoupled:
-            p.mul_(_view(1 - hp["lr"] * hp["weight_decay"], p))
+            p.mul_(1 - c["lr*weight_decay"])
         else:
             grad = self._decayed(p, grad)
-        exp_avg, exp_avg_sq = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
-        beta1, beta2 = hp["beta1"], hp["beta2"]
-        exp_avg.lerp_(grad, _view(1 - beta1, p))
-        exp_avg_sq.mul_(_view(beta2, p)).addcmul_(grad * _view(1 - beta2, p), grad)
-        step_size = hp["lr"] / (1 - beta1**step)
-        bias_correction2_sqrt = torch.sqrt(1 - beta2**step)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, c["1-beta1"])
+        exp_avg_sq.mul_(c["beta2"]).addcmul_(grad * c["1-beta2"], grad)
+        step_size = _view(hp["lr"] / (1 - hp["beta1"] ** step), p)
+        bias_correction2_sqrt = _view(torch.sqrt(1 - hp["beta2"] ** step), p)
 
         def amsgrad() -> torch.Tensor:
-            max_sq = self.state["max_exp_avg_sq"][i]
-            torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            return max_sq
+            torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            return state["max_exp_avg_sq"]
 
         second = _choose(hp["amsgrad"], amsgrad, lambda: exp_avg_sq, p)
-        denom = (second.sqrt() / _view(bias_correction2_sqrt, p)).add_(_view(hp["eps"], p))
-        p.sub_(exp_avg / denom * _view(step_size, p))
+        denom = (second.sqrt() / bias_correction2_sqrt).add_(c["eps"])
+        p.addcdiv_(exp_avg * step_size, denom, value=-1)
 
-    def _rmsprop(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
-        hp = self.hp
+    def _rmsprop(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        hp, c, state = self.hp, self.c, self.state
         grad = self._decayed(p, grad)
-        alpha = hp["alpha"]
-        square_avg = self.state["square_avg"][i]
-        square_avg.mul_(_view(alpha, p)).addcmul_(grad * _view(1 - alpha, p), grad)
+        square_avg = state["square_avg"]
+        square_avg.mul_(c["alpha"]).addcmul_(grad * c["1-alpha"], grad)
 
         def centered() -> torch.Tensor:
-            grad_avg = self.state["grad_avg"][i]
-            grad_avg.lerp_(grad, _view(1 - alpha, p))
-            return square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+            state["grad_avg"].lerp_(grad, c["1-alpha"])
+            return square_avg.addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
 
-        avg = _choose(hp["centered"], centered, lambda: square_avg.sqrt(), p)
-        avg = avg.add_(_view(hp["eps"], p))
-        momentum = hp["momentum"]
-        if bool(momentum.any()):
-            buf = self.state["momentum_buffer"][i]
-            buf.mul_(_view(momentum, p)).addcdiv_(grad, avg)
-            direction = _choose(momentum > 0, lambda: buf, lambda: grad / avg, p)
+        avg = _choose(hp["centered"], centered, lambda: square_avg.sqrt(), p).add_(c["eps"])
+        if bool(hp["momentum"].any()):
+            buf = state["momentum_buffer"]
+            buf.mul_(c["momentum"]).addcdiv_(grad, avg)
+            direction = _choose(hp["momentum"] > 0, lambda: buf, lambda: grad / avg, p)
+            p.sub_(direction * c["lr"])
         else:
-            direction = grad / avg
-        p.sub_(direction * _view(hp["lr"], p))
+            p.addcdiv_(grad * c["lr"], avg, value=-1)
 
-    def _adagrad(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
-        hp = self.hp
+    def _adagrad(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        hp, c = self.hp, self.c
         grad = self._decayed(p, grad)
-        clr = hp["lr"] / (1 + (self.step_count - 1) * hp["lr_decay"])
-        state_sum = self.state["sum"][i]
+        clr = _view(hp["lr"] / (1 + (self.step_count - 1) * hp["lr_decay"]), p)
+        state_sum = self.state["sum"]
         state_sum.addcmul_(grad, grad)
-        std = state_sum.sqrt().add_(_view(hp["eps"], p))
-        p.sub_(grad / std * _view(clr, p))
+        std = state_sum.sqrt().add_(c["eps"])
+        p.addcdiv_(grad * clr, std, value=-1)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the members at rows (a LongTensor of positions in the stack)."""
         self.hp = {key: value[rows.to(value.device)] for key, value in self.hp.items()}
-        self.state = {
-            key: [t.index_select(0, rows.to(t.device)) for t in tensors]
-            for key, tensors in self.state.items()
-        }
+        self.state = {key: t.index_select(0, rows.to(t.device)) for key, t in self.state.items()}
+        self._coefficients(next(iter(self.state.values())))
 
     def state_dict(self) -> dict:
-        return {"step": self.step_count, "hp": dict(self.hp), "state": self.state}
+        return {"step": self.step_count, "hp": dict(self.hp), "state": dict(self.state)}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.step_count = int(state["step"])
         self.hp = {key: value.clone() for key, value in state["hp"].items()}
-        self.state = {key: [t.clone() for t in ts] for key, ts in state["state"].items()}
+        self.state = {key: t.clone() for key, t in state["state"].items()}
+        self._coefficients(next(iter(self.state.values())))
 
 
 def stacked_loss(cfg: MLPConfig, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

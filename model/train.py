@@ -23,6 +23,7 @@ import math
 import numbers
 import random
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -236,7 +237,7 @@ class StackedEngine:
         self.net = StackedMLP(self.cfg, members, device)
         self.optimizer = StackedOptimizer(
             cfgs[0].optimizer,
-            self.net.parameters(),
+            self.net.flat,
             [cfg.lr for cfg in cfgs],
             [cfg.optimizer_params for cfg in cfgs],
         )
@@ -246,43 +247,51 @@ class StackedEngine:
     ) -> torch.Tensor:
         """One pass, member k in the batch order orders[k]; the mean batch losses, shape (K,)."""
         k, n = orders.shape
-        params = self.net.parameters()
         total = torch.zeros(k, device=x.device)
         batches = 0
-        for start in range(0, n, batch_size):
-            idx = orders[:, start : start + batch_size].reshape(-1)
-            rows = len(idx) // k
-            xb = x.index_select(0, idx).view(k, rows, -1)
-            tb = targets.index_select(0, idx).view(k, rows, *targets.shape[1:])
-            losses = stacked_loss(self.cfg, self.net(xb), tb) / loss_count(self.cfg, rows)
-            for p in params:
-                p.grad = None
-            # Members share no parameter, so the sum's gradient is each member's own gradient.
-            losses.sum().backward()
-            self.optimizer.step(params)
-            total += losses.detach()
-            batches += 1
+        with warnings.catch_warnings():
+            # The layer views of flat are strided, so autograd notes (once) that their gradient
+            # views are not dense; they are meant to be: every gradient lands in flat_grad.
+            warnings.filterwarnings("ignore", message="grad and param do not obey")
+            for start in range(0, n, batch_size):
+                total += self._step(x, targets, orders[:, start : start + batch_size])
+                batches += 1
         return total / batches
+
+    def _step(self, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step of every member on its batch idx[k]; the batch losses (K,)."""
+        k, rows = idx.shape
+        idx = idx.reshape(-1)
+        net = self.net
+        xb = x.index_select(0, idx).view(k, rows, -1)
+        tb = targets.index_select(0, idx).view(k, rows, *targets.shape[1:])
+        losses = stacked_loss(self.cfg, net(xb), tb) / loss_count(self.cfg, rows)
+        net.zero_grad()
+        # Members share no parameter, so the sum's gradient is each member's own gradient.
+        losses.sum().backward()
+        self.optimizer.step(net.flat, net.flat_grad)
+        return losses.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def weights(self) -> list[torch.Tensor]:
-        return [p.detach() for p in self.net.parameters()]
+        return [self.net.flat]
 
     def load_weights(self, tensors: Sequence[torch.Tensor]) -> None:
-        self.net.set_parameters([t.clone() for t in tensors])
+        with torch.no_grad():
+            self.net.flat.copy_(tensors[0])
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the members at rows: the stack, and so each step's compute, shrinks."""
-        self.net.set_parameters([p.detach().index_select(0, rows) for p in self.net.parameters()])
+        self.net.keep(rows)
         self.optimizer.keep(rows)
 
     def state_dict(self) -> dict:
-        return {"params": self.weights(), "optimizer": self.optimizer.state_dict()}
+        return {"flat": self.net.flat, "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.net.set_parameters([t.clone() for t in state["params"]])
+        self.net.load_flat(state["flat"])
         self.optimizer.load_state_dict(state["optimizer"])
 
 

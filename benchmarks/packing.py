@@ -1,0 +1,70 @@
+"""Packed trials against one configuration per trial: the default study, both ways, one run.
+
+    .venv/bin/python benchmarks/packing.py                  # the full default grid, 153 x 20 epochs
+    .venv/bin/python benchmarks/packing.py --epochs 5       # quicker
+
+Runs ``python -m sweep run sweep/configs/default.yaml`` (full grid, no ASHA) with
+``resources.models_per_trial: auto`` and then with ``1``, Ray start-up included in both, and
+prints the wall times and their ratio (target: auto / 1 <= 0.3). Also checks that both runs
+recorded the same per-configuration results (largest relative difference of the final validation
+loss), since a faster sweep that computes something else is no gain. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parent.parent
+STUDY = REPO / "sweep" / "configs" / "default.yaml"
+
+
+def run(models: str, results: Path, epochs: int | None) -> tuple[float, Path]:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    name = f"bench-packing-{models}"
+    command = [sys.executable, "-m", "sweep", "run", str(STUDY), "--results", str(results)]
+    command += ["--name", name, "--set", f"resources.models_per_trial={models}"]
+    if epochs:
+        command += ["--set", f"train.epochs={epochs}"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, results / name
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, help="override train.epochs (default: the study's)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        results = Path(tmp_name)
+        timings = {}
+        for models in ("auto", "1"):
+            print(f"models_per_trial={models} ...", flush=True)
+            timings[models] = run(models, results, args.epochs)
+            print(f"  {timings[models][0]:.1f}s", flush=True)
+        tables = {
+            m: pq.read_table(out / "trials.parquet").to_pandas().set_index("trial_id")
+            for m, (_, out) in timings.items()
+        }
+    packed, single = tables["auto"], tables["1"].loc[tables["auto"].index]
+    diff = ((packed.final_val_loss - single.final_val_loss).abs() / single.final_val_loss).max()
+    packs = packed.pack_id.nunique()
+    print(f"\n{len(packed)} configurations; auto made {packs} packs, 1 made {len(single)} trials")
+    print(f"{'models_per_trial':>17}{'wall s':>9}")
+    for models, (wall, _) in timings.items():
+        print(f"{models:>17}{wall:>9.1f}")
+    ratio = timings["auto"][0] / timings["1"][0]
+    print(f"auto / 1 = {ratio:.3f}  (target <= 0.3)")
+    print(f"largest relative difference in final_val_loss, auto vs 1: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
