@@ -18,9 +18,12 @@ example:
   python -m analysis report results/digits-optimizers
   python -m analysis report s3://bucket/results/digits-optimizers --out ./report \\
       --metric val_acc --format png,svg
+  python -m analysis report results/digits-optimizers --value final
 
 Writes report.md, report.html (self-contained), summary.csv and the other tables, and
 figures/ into --out (default: RESULTS_DIR/report, on the same filesystem as RESULTS_DIR).
+--value final draws figures 1 and 3 from each trial's last epoch instead of its best one;
+configurations are always chosen and tested as the study's train.select says.
 """
 SUMMARY_EXAMPLE = """\
 example:
@@ -79,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     report.add_argument("--out", help="output directory or URI (default: RESULTS_DIR/report)")
     report.add_argument(
+        "--value",
+        metavar="best|final",
+        help="values in figures 1 and 3: best epoch or final epoch of each trial "
+        "(default: as the study's train.select)",
+    )
+    report.add_argument(
         "--format",
         type=_formats,
         default=("png",),
@@ -113,7 +122,12 @@ def _report(args: argparse.Namespace) -> None:
     from analysis.report import write_report
 
     report = write_report(
-        args.results, args.out, metric=args.metric, formats=args.format, target=args.target
+        args.results,
+        args.out,
+        metric=args.metric,
+        formats=args.format,
+        target=args.target,
+        value=args.value,
     )
     print(f"wrote {len(report.files)} files to {report.out} (open report.html or report.md)")
 

@@ -130,19 +130,19 @@ def test_robustness_has_a_box_per_optimizer(figures):
 
 
 def test_asha_view_draws_curves_by_status_and_rungs(figures, analysis):
-    (ax,) = panels(figures["fig8_asha"])
+    (ax,) = panels(figures["fig9_asha"])
     assert any(isinstance(c, LineCollection) for c in ax.collections)
     rungs = [t.get_text() for t in ax.texts]
     assert rungs == ["rung 1", "rung 2", "rung 3"]  # 1, 2, 4 < 6 epochs
     assert analysis.study.rungs == (1, 2, 4)
-    assert {"completed", "early-stopped", "ASHA rung"} <= set(legend_texts(figures["fig8_asha"]))
+    assert {"completed", "early-stopped", "ASHA rung"} <= set(legend_texts(figures["fig9_asha"]))
 
 
 def test_asha_view_only_when_asha_ran(tmp_path):
     spec = SyntheticSpec(optimizers={"sgd": (0.1, 0.01)}, batch_sizes=(16,), epochs=3)
     analysis = analyze(load_results(write_results(spec, str(tmp_path))))
     figures = plots.all_figures(analysis)
-    assert "fig8_asha" not in figures and len(figures) == 7
+    assert "fig9_asha" not in figures and len(figures) == 8
 
 
 def test_one_colour_per_optimizer_across_figures(figures):

@@ -39,7 +39,7 @@ def read(path: str) -> str:
 
 def test_report_md_links_every_figure_and_table(report_dir):
     markdown = read(os.path.join(report_dir, "report.md"))
-    for slug in FIGURES:  # ASHA ran, so all eight
+    for slug in FIGURES:  # ASHA ran, so all nine
         assert f"](figures/{slug}.png)" in markdown
         assert os.path.getsize(os.path.join(report_dir, "figures", f"{slug}.png")) > 1000
     for name, title in TABLES.items():
@@ -73,7 +73,7 @@ def test_clean_study_reports_no_warnings(tmp_path):
     markdown = to_markdown(report_blocks(analysis, {}, report_tables(analysis)), ("png",))
     assert "None of the tuning playbook's checks fired." in markdown
     assert analysis.checks == ()
-    assert "Figure 8 (ASHA view) is drawn only for studies that used ASHA." in markdown
+    assert "Figure 9 (ASHA view) is drawn only for studies that used ASHA." in markdown
 
 
 def test_findings_state_numbers_from_the_data(report_dir):
@@ -129,7 +129,7 @@ def test_svg_report_to_a_uri(tmp_path):
     report = write_report("file://" + results, out, formats=("svg",), metric="val_acc")
     assert report.out == out and "report.html" in report.files
     page = read(str(tmp_path / "out" / "report.html"))
-    assert page.count("<figure") == 7 and page.count("<svg") >= 7 and "<img" not in page
+    assert page.count("<figure") == 8 and page.count("<svg") >= 8 and "<img" not in page
     markdown = read(str(tmp_path / "out" / "report.md"))
     assert "](figures/fig1_lr_sensitivity.svg)" in markdown
     assert "`val_acc` (maximized, validation only)" in markdown

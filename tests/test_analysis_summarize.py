@@ -44,8 +44,10 @@ def make_trials(rows: list[tuple]) -> pd.DataFrame:
     frame["epochs_run"] = np.int64(2)
     frame["steps"] = np.int64(20)
     frame["train_time_s"] = 1.0
-    frame["test_loss"] = frame["final_val_loss"] + 0.01
-    frame["test_acc"] = 0.9
+    completed = frame["status"] == "completed"  # only trials that ran all epochs are tested
+    frame["test_loss"] = (frame["final_val_loss"] + 0.01).where(completed)
+    frame["test_acc"] = pd.Series(0.9, frame.index).where(completed)
+    frame["test_epoch"] = frame["best_epoch"].where(completed)
     return frame
 
 
@@ -99,11 +101,15 @@ def test_config_summary_counts_and_averages_over_seeds():
             "n_diverged": np.array([0, 0, 1], dtype=np.int64),
             "n_early_stopped": np.array([1, 0, 0], dtype=np.int64),
             "n_error": np.array([1, 0, 0], dtype=np.int64),
+            "n_tested": np.array([0, 2, 1], dtype=np.int64),
             "score_mean": [0.9, 0.3, 0.1],
             "score_std": [NAN, np.std([0.2, 0.4], ddof=1), NAN],
+            "best_mean": [0.9, 0.3, 0.1],
+            "best_std": [NAN, np.std([0.2, 0.4], ddof=1), NAN],
             "final_mean": [0.9, 0.4, 0.1],
             "final_std": [NAN, np.std([0.3, 0.5], ddof=1), NAN],
             "best_epoch_mean": [2.0, 2.0, 2.0],
+            "test_epoch_mean": [NAN, 2.0, 2.0],
             "epochs_run_mean": [2.0, 2.0, 2.0],
             "train_time_mean": [1.0, 1.0, 1.0],
             "diverged_frac": [0.0, 0.0, 0.5],
