@@ -516,9 +516,16 @@ def selection_notes(a: Analysis) -> list[str]:
     trials = a.results.trials
     has_test = trials[[c for c in TEST_OF.values() if c in trials]].notna().any(axis=1)
     if has_test.any() and trials.loc[has_test, "test_epoch"].isna().all():
-        rule += (
-            " These results do not record which epoch was tested (written before train.select): "
-            "their test metrics come from the last epoch (see Warnings)."
+        rule = (
+            "These results do not record which epoch was tested (written before train.select): "
+            "their test metrics come from the last epoch"
+            + (
+                ", while each configuration is scored and chosen on its best-validation epoch "
+                "(train.select: best_epoch, the default), so the model chosen is not the model "
+                "tested (see Warnings)."
+                if study.select == "best_epoch"
+                else ", the epoch each configuration is chosen on (train.select: final)."
+            )
         )
     shown = "best-epoch" if a.value == "best" else "final-epoch"
     return [rule, f"Figures 1 and 3 show {shown} values (--value {a.value})."]

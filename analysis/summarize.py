@@ -585,7 +585,7 @@ def hp_checks(trials: pd.DataFrame, hp_columns: Sequence[str]) -> list[Check]:
     return checks
 
 
-def test_epoch_checks(trials: pd.DataFrame, select: str) -> list[Check]:
+def model_epoch_checks(trials: pd.DataFrame, select: str) -> list[Check]:
     """Test metrics measured on another epoch than train.select picks, or on an unknown one."""
     tested = trials[trials[[c for c in TEST_METRICS if c in trials]].notna().any(axis=1)]
     if tested.empty:
@@ -747,7 +747,7 @@ def all_checks(
     study = results.study
     present = set(scored["optimizer"])
     return [
-        *test_epoch_checks(results.trials, study.select),
+        *model_epoch_checks(results.trials, study.select),
         *untested_checks(best),
         *lr_edge_checks(per_batch, dict(study.lr_grids)),
         *seed_checks(scored),

@@ -95,3 +95,26 @@ def test_module_runs_without_ray_or_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "example:" in done.stdout
     assert done.stdout.strip().endswith("[]")
+
+
+def test_value_final_redraws_figures_1_and_3(results_dir, tmp_path, capsys):
+    out = str(tmp_path / "rep")
+    assert main(["report", results_dir, "--out", out, "--value", "final", "--format", "svg"]) == 0
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as handle:
+        assert "- Figures 1 and 3 show final-epoch values (--value final)." in handle.read()
+    with open(os.path.join(out, "figures", "fig1_lr_sensitivity.svg"), encoding="utf-8") as handle:
+        assert "final-epoch validation loss vs learning rate" in handle.read()
+
+
+def test_bad_value_exits_2_before_reading(results_dir, capsys):
+    assert main(["report", results_dir, "--value", "last"]) == 2
+    assert "--value: unknown value 'last' (valid: best, final)" in error_line(capsys)
+    assert not os.path.exists(os.path.join(results_dir, "report"))
+
+
+def test_report_help_shows_the_value_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = capsys.readouterr().out
+    assert "python -m analysis report results/digits-optimizers --value final" in text
+    assert "--value best|final" in text
