@@ -29,7 +29,8 @@ SUMMARY_EXAMPLE = """\
 example:
   python -m analysis summary results/digits-optimizers --metric val_acc
 
-Prints the best configuration per optimizer, the best LR per batch size and the warnings.
+Prints the best configuration per optimizer, the best LR per batch size, the paired
+comparison of the optimizers over seeds, the selection rule and the warnings.
 """
 MAIN_EXAMPLE = """\
 example:
@@ -101,12 +102,13 @@ def _summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from analysis.load import load_results
-    from analysis.report import display_table, report_tables
+    from analysis.report import display_table, report_tables, selection_notes
     from analysis.summarize import analyze
 
     analysis = analyze(load_results(args.results), metric=args.metric, target=args.target)
     tables = report_tables(analysis)
     with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(selection_notes(analysis)[0])
         print(
             f"{analysis.study.name}: best configuration per optimizer "
             f"({analysis.metric.name}, {analysis.metric.mode}imized on validation)"
@@ -114,6 +116,9 @@ def _summary(args: argparse.Namespace) -> None:
         print(display_table(tables["summary.csv"]).to_string(index=False))
         print("\nbest learning rate per optimizer and batch size")
         print(display_table(tables["best_lr.csv"]).to_string(index=False))
+        if not tables["paired.csv"].empty:
+            print("\npaired comparison over seeds (a - b per seed, 95% paired t-interval)")
+            print(display_table(tables["paired.csv"]).to_string(index=False))
     for check in analysis.checks:
         print(f"warning [{check.kind}]: {check.message}")
 

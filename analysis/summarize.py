@@ -540,7 +540,8 @@ def grid_size_checks(lr_grids: dict, optimizers: Sequence[str]) -> list[Check]:
         Check(
             "unequal_lr_grids",
             f"the learning-rate grids differ in size ({listed}): the optimizers had unequal tuning "
-            "budgets, which favours the one tuned more finely.",
+            "budgets, which favours the one tuned more finely; figure 8 and the tuning-budget "
+            "finding compare them at equal budgets.",
         )
     ]
 

@@ -118,3 +118,19 @@ def test_report_help_shows_the_value_option(capsys):
     text = capsys.readouterr().out
     assert "python -m analysis report results/digits-optimizers --value final" in text
     assert "--value best|final" in text
+
+
+def test_summary_states_the_rule_and_the_paired_comparison(results_dir, capsys):
+    assert main(["summary", results_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("Each configuration is scored, chosen and tested")
+    assert "paired comparison over seeds" not in out  # one optimizer: nothing to pair
+
+
+def test_summary_prints_the_paired_comparison_of_two_optimizers(tmp_path, capsys):
+    spec = SyntheticSpec(optimizers={"sgd": (0.1,), "adam": (1e-3,)}, batch_sizes=(16,), epochs=3)
+    assert main(["summary", write_results(spec, str(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    paired = out.split("paired comparison over seeds")[1].splitlines()
+    assert paired[1].split()[:4] == ["optimizer_a", "optimizer_b", "value", "n_seeds"]
+    assert paired[2].split()[2:4] == ["test_loss", "3"]
