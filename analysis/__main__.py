@@ -18,15 +18,19 @@ example:
   python -m analysis report results/digits-optimizers
   python -m analysis report s3://bucket/results/digits-optimizers --out ./report \\
       --metric val_acc --format png,svg
+  python -m analysis report results/digits-optimizers --value final
 
 Writes report.md, report.html (self-contained), summary.csv and the other tables, and
 figures/ into --out (default: RESULTS_DIR/report, on the same filesystem as RESULTS_DIR).
+--value final draws figures 1 and 3 from each trial's last epoch instead of its best one;
+configurations are always chosen and tested as the study's train.select says.
 """
 SUMMARY_EXAMPLE = """\
 example:
   python -m analysis summary results/digits-optimizers --metric val_acc
 
-Prints the best configuration per optimizer, the best LR per batch size and the warnings.
+Prints the best configuration per optimizer, the best LR per batch size, the paired
+comparison of the optimizers over seeds, the selection rule and the warnings.
 """
 MAIN_EXAMPLE = """\
 example:
@@ -79,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     report.add_argument("--out", help="output directory or URI (default: RESULTS_DIR/report)")
     report.add_argument(
+        "--value",
+        metavar="best|final",
+        help="values in figures 1 and 3: best epoch or final epoch of each trial "
+        "(default: as the study's train.select)",
+    )
+    report.add_argument(
         "--format",
         type=_formats,
         default=("png",),
@@ -92,12 +102,13 @@ def _summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from analysis.load import load_results
-    from analysis.report import display_table, report_tables
+    from analysis.report import display_table, report_tables, selection_notes
     from analysis.summarize import analyze
 
     analysis = analyze(load_results(args.results), metric=args.metric, target=args.target)
     tables = report_tables(analysis)
     with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(selection_notes(analysis)[0])
         print(
             f"{analysis.study.name}: best configuration per optimizer "
             f"({analysis.metric.name}, {analysis.metric.mode}imized on validation)"
@@ -105,6 +116,9 @@ def _summary(args: argparse.Namespace) -> None:
         print(display_table(tables["summary.csv"]).to_string(index=False))
         print("\nbest learning rate per optimizer and batch size")
         print(display_table(tables["best_lr.csv"]).to_string(index=False))
+        if not tables["paired.csv"].empty:
+            print("\npaired comparison over seeds (a - b per seed, 95% paired t-interval)")
+            print(display_table(tables["paired.csv"]).to_string(index=False))
     for check in analysis.checks:
         print(f"warning [{check.kind}]: {check.message}")
 
@@ -113,7 +127,12 @@ def _report(args: argparse.Namespace) -> None:
     from analysis.report import write_report
 
     report = write_report(
-        args.results, args.out, metric=args.metric, formats=args.format, target=args.target
+        args.results,
+        args.out,
+        metric=args.metric,
+        formats=args.format,
+        target=args.target,
+        value=args.value,
     )
     print(f"wrote {len(report.files)} files to {report.out} (open report.html or report.md)")
 

@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 
 METRICS = ("val_loss", "val_acc", "val_rmse", "train_loss")
 MAX_METRICS = frozenset({"val_acc"})
+SELECTS = ("best_epoch", "final")
+# trials.parquet columns added with train.select and packed trials: results written before
+# them lack these columns, which then read as nulls.
+OPTIONAL_TRIAL_FIELDS = (
+    pa.field("test_epoch", pa.int64()),  # the epoch whose weights the test metrics came from
+    pa.field("pack_id", pa.string()),  # the Ray Tune trial that trained this configuration
+    pa.field("pack_size", pa.int64()),  # configurations trained in that pack
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class StudyInfo:
     batch_sizes: tuple[int, ...]
     seeds: tuple[int, ...]
     from_yaml: bool = True
+    # train.select: test metrics measured on the best-validation epoch's weights or the last's
+    select: str = "best_epoch"
 
     @property
     def rungs(self) -> tuple[int, ...]:
@@ -101,7 +111,10 @@ def load_results(location: str) -> Results:
     trials_table = _read_parquet(fs, root, TRIALS_FILE, location)
     epochs_table = _read_parquet(fs, root, EPOCHS_FILE, location)
     hp_fields = [f for f in trials_table.schema if f.name.startswith(HP_PREFIX)]
-    trials_schema = pa.schema(list(TRIALS_SCHEMA) + [_hp_field(f, location) for f in hp_fields])
+    trials_table = _with_optional_columns(trials_table)
+    trials_schema = pa.schema(
+        list(full_trials_schema()) + [_hp_field(f, location) for f in hp_fields]
+    )
     trials = _conform(trials_table, trials_schema, f"{location}/{TRIALS_FILE}").to_pandas()
     epochs = _conform(epochs_table, EPOCHS_SCHEMA, f"{location}/{EPOCHS_FILE}").to_pandas()
     trials, epochs, n_running = _drop_running(trials, epochs, location)
@@ -109,6 +122,20 @@ def load_results(location: str) -> Results:
     return Results(
         location=location, study=study, trials=trials, epochs=epochs, n_running=n_running
     )
+
+
+def full_trials_schema() -> pa.Schema:
+    """TRIALS_SCHEMA with the optional columns (test_epoch, pack_id, pack_size) it may lack."""
+    extra = [f for f in OPTIONAL_TRIAL_FIELDS if f.name not in TRIALS_SCHEMA.names]
+    return pa.schema(list(TRIALS_SCHEMA) + extra)
+
+
+def _with_optional_columns(table: pa.Table) -> pa.Table:
+    """Add the optional columns an older trials.parquet lacks, as nulls."""
+    for field in OPTIONAL_TRIAL_FIELDS:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 def _file_info(fs: pafs.FileSystem, path: str, location: str) -> pafs.FileInfo:
@@ -257,6 +284,11 @@ def parse_study(
         seeds = range(seeds) if isinstance(seeds, int) else seeds  # a count, before resolving
         task = str(data.get("task", "classification"))
         metric = str(train.get("metric", "val_loss"))
+        select = str(train.get("select") or "best_epoch")  # absent in results before the field
+        if select not in SELECTS:
+            raise ResultsError(
+                f"{where}: train.select: unknown value {select!r} (valid: {', '.join(SELECTS)})"
+            )
         return StudyInfo(
             name=str(raw.get("name") or posixpath.basename(where)),
             task=task,
@@ -272,6 +304,7 @@ def parse_study(
             batch_sizes=tuple(sorted(int(b) for b in _as_list(batch_sizes))),
             seeds=tuple(sorted(int(s) for s in _as_list(seeds))),
             from_yaml=from_yaml,
+            select=select,
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ResultsError(f"{where}: unexpected structure ({exc})") from exc

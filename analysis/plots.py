@@ -36,6 +36,7 @@ _METRIC_NAMES = {
     "train_loss": "training loss",
 }
 _LOSS_NAMES = {"cross_entropy": "cross-entropy, nats", "mse": "MSE"}
+_VALUE_WORDS = {"best": "best-epoch", "final": "final-epoch"}
 LR_LABEL = "learning rate (log scale)"
 BS_LABEL = "batch size (samples, log2 scale)"
 
@@ -89,11 +90,12 @@ def _plain_log_labels(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(minor))
 
 
-def _log_if_wide(ax, values: pd.Series | np.ndarray) -> None:
-    """Log y axis when the values span more than a decade (losses across a LR grid do)."""
+def _log_if_wide(ax, values: pd.Series | np.ndarray, ratio: float = 10.0) -> None:
+    """Log y axis when the values span more than ``ratio`` (a decade by default: losses across a
+    LR grid do)."""
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
-    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 10:
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > ratio:
         _log_y(ax)
 
 
@@ -117,8 +119,11 @@ def plot_lr_sensitivity(
     metric: Metric,
     colors: Mapping[str, str] | None = None,
     loss: str = "cross_entropy",
+    value: str = "best",
 ) -> Figure:
-    """Figure 1: metric vs learning rate, one line per optimizer, one panel per batch size."""
+    """Figure 1: metric vs learning rate, one line per optimizer, one panel per batch size.
+
+    ``value`` is best (best epoch of each trial) or final (its last epoch)."""
     colors = _colors(colors, configs["optimizer"])
     batch_sizes = sorted(configs["batch_size"].unique())
     fig, axes = _panels(len(batch_sizes), sharey=True)
@@ -129,13 +134,13 @@ def plot_lr_sensitivity(
         panel = configs[configs["batch_size"] == batch_size]
         for row, (opt, color) in enumerate(colors.items()):
             rows = panel[panel["optimizer"] == opt].sort_values("lr")
-            scoredrows = rows.dropna(subset=["score_mean"])
-            spread = scoredrows["score_std"].fillna(0)
-            ax.plot(scoredrows["lr"], scoredrows["score_mean"], "o-", color=color, ms=4)
+            scoredrows = rows.dropna(subset=[f"{value}_mean"])
+            mean, spread = scoredrows[f"{value}_mean"], scoredrows[f"{value}_std"].fillna(0)
+            ax.plot(scoredrows["lr"], mean, "o-", color=color, ms=4)
             ax.fill_between(
                 scoredrows["lr"],
-                scoredrows["score_mean"] - spread,
-                scoredrows["score_mean"] + spread,
+                mean - spread,
+                mean + spread,
                 color=color,
                 alpha=0.2,
                 lw=0,
@@ -156,7 +161,7 @@ def plot_lr_sensitivity(
         early = scored[(scored["batch_size"] == batch_size) & (scored["status"] == "early_stopped")]
         ax.scatter(
             early["lr"],
-            early["score"],
+            early[value],
             s=14,
             facecolors="none",
             linewidths=0.7,
@@ -166,8 +171,8 @@ def plot_lr_sensitivity(
         ax.set_xlim(lr_range)
         ax.set_title(f"batch size {batch_size}")
         ax.set_xlabel(LR_LABEL)
-    axes[0].set_ylabel(metric_label(metric.name, loss, "best "))
-    _log_if_wide(axes[0], configs["score_mean"])
+    axes[0].set_ylabel(metric_label(metric.name, loss, f"{value} "))
+    _log_if_wide(axes[0], configs[f"{value}_mean"])
     handles = [Line2D([], [], color=c, marker="o", label=o) for o, c in colors.items()]
     handles += [
         Line2D([], [], color=DIVERGED, marker="x", ls="", label="diverged (≥1 seed)"),
@@ -175,8 +180,8 @@ def plot_lr_sensitivity(
     ]
     _outside_legend(fig, handles, title="band: ±1 std over seeds")
     fig.suptitle(
-        f"Learning-rate sensitivity: best {_METRIC_NAMES.get(metric.name, metric.name)} "
-        "vs learning rate, mean over seeds"
+        f"Learning-rate sensitivity: {_VALUE_WORDS[value]} "
+        f"{_METRIC_NAMES.get(metric.name, metric.name)} vs learning rate, mean over seeds"
     )
     return fig
 
@@ -230,19 +235,22 @@ def plot_heatmaps(
     metric: Metric,
     colors: Mapping[str, str] | None = None,
     loss: str = "cross_entropy",
+    value: str = "best",
 ) -> Figure:
-    """Figure 3: LR x batch size per optimizer; best LR per batch size boxed, diverged hatched."""
+    """Figure 3: LR x batch size per optimizer; best LR per batch size boxed, diverged hatched.
+
+    ``value`` is best or final; ``best_per_batch`` should be chosen on the same value."""
     colors = _colors(colors, configs["optimizer"])
     optimizers = [o for o in colors if (configs["optimizer"] == o).any()]
     fig, axes = _panels(len(optimizers), width=3.8, height=3.8)
-    values = configs["score_mean"].dropna()
+    values = configs[f"{value}_mean"].dropna()
     vmin, vmax = (values.min(), values.max()) if not values.empty else (0.0, 1.0)
     norm = LogNorm(vmin, vmax) if vmin > 0 and vmax / vmin > 10 else None
     cmap = "viridis_r" if metric.mode == "min" else "viridis"  # brighter is always better
     image = None
     for ax, opt in zip(axes, optimizers, strict=True):
         rows = configs[configs["optimizer"] == opt]
-        grid = rows.pivot(index="lr", columns="batch_size", values="score_mean").sort_index()
+        grid = rows.pivot(index="lr", columns="batch_size", values=f"{value}_mean").sort_index()
         diverged = rows.pivot(index="lr", columns="batch_size", values="n_diverged")
         diverged = diverged.reindex_like(grid).fillna(0)
         kw = {"norm": norm} if norm else {"vmin": vmin, "vmax": vmax}
@@ -270,16 +278,16 @@ def plot_heatmaps(
                 )
             )
         if grid.size <= 49:
-            for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
-                if np.isfinite(value):
+            for (i, j), cell in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(cell):
                     ax.text(
                         j,
                         i,
-                        f"{value:.3g}",
+                        f"{cell:.3g}",
                         ha="center",
                         va="center",
                         fontsize=7,
-                        color="white" if _is_dark(image, value) else "black",
+                        color="white" if _is_dark(image, cell) else "black",
                     )
         ax.set_xticks(
             range(grid.shape[1]),
@@ -290,7 +298,7 @@ def plot_heatmaps(
         ax.set_xlabel("batch size (samples)")
         ax.set_ylabel("learning rate")
         ax.set_title(opt, color=colors[opt], fontweight="bold")
-    bar = fig.colorbar(image, ax=axes, label=metric_label(metric.name, loss, "mean best "))
+    bar = fig.colorbar(image, ax=axes, label=metric_label(metric.name, loss, f"mean {value} "))
     if norm is not None:
         _plain_log_labels(bar.ax.yaxis)
     handles = [
@@ -299,7 +307,10 @@ def plot_heatmaps(
         Patch(facecolor="#DDDDDD", label="no finite value"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
-    fig.suptitle("Learning rate × batch size per optimizer: mean over seeds (brighter is better)")
+    fig.suptitle(
+        f"Learning rate × batch size per optimizer: {_VALUE_WORDS[value]} value, mean over seeds "
+        "(brighter is better)"
+    )
     return fig
 
 
@@ -488,6 +499,41 @@ def plot_robustness(
     return fig
 
 
+def plot_budget(
+    budget: pd.DataFrame,
+    *,
+    metric: Metric,
+    colors: Mapping[str, str] | None = None,
+    loss: str = "cross_entropy",
+) -> Figure:
+    """Figure 8: expected best value after k configurations drawn at random from each
+    optimizer's grid (exact, without replacement), ±1 sd band; equal budgets end at the
+    smallest grid."""
+    colors = _colors(colors, budget["optimizer"])
+    fig, (ax,) = _panels(1, width=6.4, height=4.4)
+    for opt, color in colors.items():
+        rows = budget[budget["optimizer"] == opt].dropna(subset=["expected"])
+        if rows.empty:
+            continue
+        label = f"{opt} ({int(rows['n_configs'].iloc[0])} configurations)"
+        ax.plot(rows["k"], rows["expected"], "o-", color=color, ms=3, label=label)
+        ax.fill_between(
+            rows["k"], rows["band_low"], rows["band_high"], color=color, alpha=0.15, lw=0
+        )
+    common = int(budget.groupby("optimizer")["n_configs"].first().min())
+    if budget["n_configs"].nunique() > 1:
+        ax.axvline(common, color="#333333", ls=":", lw=1, label="largest equal budget")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.set_xlabel("configurations tried, k (drawn at random from the grid; log scale)")
+    ax.set_ylabel(metric_label(metric.name, loss, "expected best "))
+    # the curves fall steeply then flatten near the grid's best: log y keeps that end readable
+    _log_if_wide(ax, budget[["band_low", "band_high"]].to_numpy().ravel(), ratio=2.0)
+    ax.legend(fontsize=8, title="band: ±1 sd over draws, within the grid's range")
+    ax.set_title("Tuning budget: expected best value of k random configurations (mean over seeds)")
+    return fig
+
+
 def plot_asha(
     curves: pd.DataFrame,
     *,
@@ -495,7 +541,7 @@ def plot_asha(
     rungs: Sequence[int],
     loss: str = "cross_entropy",
 ) -> Figure:
-    """Figure 8: every trial's curve coloured by status, ASHA rungs marked."""
+    """Figure 9: every trial's curve coloured by status, ASHA rungs marked."""
     fig, (ax,) = _panels(1, width=7.0, height=4.6)
     alpha = float(np.clip(40 / max(len(curves["trial_id"].unique()), 1), 0.05, 0.8))
     for status, color in STATUS_COLORS.items():
@@ -544,7 +590,8 @@ FIGURES = {
     "fig5_best_lr_vs_batch_size": "Best learning rate vs batch size",
     "fig6_time_to_target": "Steps and wall time to target",
     "fig7_robustness": "Optimizer robustness",
-    "fig8_asha": "ASHA view",
+    "fig8_tuning_budget": "Expected best value vs tuning budget",
+    "fig9_asha": "ASHA view",
 }
 
 
@@ -554,13 +601,18 @@ def all_figures(analysis: Analysis) -> dict[str, Figure]:
     colors = optimizer_colors(a.optimizers)
     figures = {
         "fig1_lr_sensitivity": plot_lr_sensitivity(
-            a.configs, a.scored, metric=metric, colors=colors, loss=study.loss
+            a.configs, a.scored, metric=metric, colors=colors, loss=study.loss, value=a.value
         ),
         "fig2_batch_size": plot_batch_size(
             a.best_per_batch, metric=metric, colors=colors, loss=study.loss
         ),
         "fig3_heatmaps": plot_heatmaps(
-            a.configs, a.best_per_batch, metric=metric, colors=colors, loss=study.loss
+            a.configs,
+            a.shown_per_batch,
+            metric=metric,
+            colors=colors,
+            loss=study.loss,
+            value=a.value,
         ),
         "fig4_learning_curves": plot_learning_curves(
             a.curves, a.best, task=study.task, colors=colors, loss=study.loss
@@ -572,8 +624,9 @@ def all_figures(analysis: Analysis) -> dict[str, Figure]:
         "fig7_robustness": plot_robustness(
             a.finals, a.best, a.divergence, metric=metric, colors=colors, loss=study.loss
         ),
+        "fig8_tuning_budget": plot_budget(a.budget, metric=metric, colors=colors, loss=study.loss),
     }
     if study.scheduler == "asha":
         curves = trial_curves(a.results.epochs, a.scored, metric)
-        figures["fig8_asha"] = plot_asha(curves, metric=metric, rungs=study.rungs, loss=study.loss)
+        figures["fig9_asha"] = plot_asha(curves, metric=metric, rungs=study.rungs, loss=study.loss)
     return figures

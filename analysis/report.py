@@ -25,7 +25,16 @@ import pyarrow.fs as pafs
 from analysis.errors import ResultsError
 from analysis.load import load_results, open_location
 from analysis.plots import FIGURES, all_figures
-from analysis.summarize import LR_TOLERANCE, Analysis, analyze
+from analysis.summarize import (
+    CONFIDENCE,
+    LR_TOLERANCE,
+    MAX_SEEDS,
+    TEST_OF,
+    VALUES,
+    Analysis,
+    analyze,
+    missing_test_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,15 @@ TABLES = {
     "best_lr.csv": "Best learning rate per optimizer and batch size",
     "divergence.csv": "Trials by status and diverged fraction per optimizer",
     "test.csv": "Test metrics of each optimizer's selected configuration",
+    "paired.csv": "Paired comparison over seeds of each pair of optimizers at their best",
+    "budget.csv": "Expected best value after k configurations drawn at random (figure 8)",
+    "best_vs_final.csv": "Each optimizer's choice on best-epoch and on final-epoch values",
+}
+_SELECT_RULES = {
+    "best_epoch": "Each configuration is scored, chosen and tested on the weights of its "
+    "best-validation epoch (train.select: best_epoch).",
+    "final": "Each configuration is scored, chosen and tested on the weights of its last epoch "
+    "(train.select: final).",
 }
 
 
@@ -60,6 +78,7 @@ def write_report(
     metric: str | None = None,
     formats: Sequence[str] = ("png",),
     target: float | None = None,
+    value: str | None = None,
 ) -> Report:
     """Load, analyze and write the report of the results at location; returns what was written."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -68,7 +87,9 @@ def write_report(
             f"--format: unknown format {unknown[0] if unknown else ''!r} "
             f"(valid: {', '.join(FORMATS)})"
         )
-    analysis = analyze(load_results(location), metric=metric, target=target)
+    if value is not None and value not in VALUES:  # checked before anything is read
+        raise ResultsError(f"--value: unknown value {value!r} (valid: {', '.join(VALUES)})")
+    analysis = analyze(load_results(location), metric=metric, target=target, value=value)
     out = out or _join(location, "report")
     if "://" not in out:
         return Report(out, tuple(render_report(analysis, out, formats)))
@@ -130,7 +151,15 @@ def report_tables(a: Analysis) -> dict[str, pd.DataFrame]:
     best = a.best.merge(
         a.divergence[["optimizer", "diverged_frac"]], on="optimizer", suffixes=("_config", "")
     )
-    tests = [c for c in best.columns if c.startswith("test_")]
+    tests = [c for c in best.columns if c.startswith("test_") and c != "test_epoch_mean"]
+    # every table with test numbers says how many seeds they come from
+    tested = {
+        "test_seeds": best["n_tested"],
+        "test_note": [
+            missing_test_note(r) if r.n_tested < r.n_trials else "" for r in best.itertuples()
+        ],
+        "test_epoch_mean": best["test_epoch_mean"],
+    }
     summary = pd.DataFrame(
         {
             "rank": best["rank"],
@@ -144,6 +173,7 @@ def report_tables(a: Analysis) -> dict[str, pd.DataFrame]:
             "epochs_run_mean": best["epochs_run_mean"],
             "train_time_s_mean": best["train_time_mean"],
             **{c: best[c] for c in tests},
+            **tested,
             "optimizer_diverged_frac": best["diverged_frac"],
         }
     )
@@ -159,13 +189,27 @@ def report_tables(a: Analysis) -> dict[str, pd.DataFrame]:
             "diverged_seeds": per_batch["n_diverged"],
         }
     )
-    test = summary[["optimizer", "lr", "batch_size", f"{metric}_mean", f"{metric}_std", *tests]]
+    columns = ["optimizer", "lr", "batch_size", "seeds", f"{metric}_mean", f"{metric}_std"]
+    test = summary[[*columns, *tests, *tested]]
     return {
         "summary.csv": summary,
         "best_lr.csv": best_lr,
         "divergence.csv": a.divergence,
         "test.csv": test,
+        "paired.csv": a.pairs,
+        "budget.csv": budget_table(a.budget, a.optimizers),
+        "best_vs_final.csv": a.rankings,
     }
+
+
+def budget_table(budget: pd.DataFrame, optimizers: Sequence[str]) -> pd.DataFrame:
+    """Figure 8's curves as one row per k, <optimizer>_mean and _std columns (NaN past a grid)."""
+    wide = budget.pivot(index="k", columns="optimizer", values=["expected", "std"])
+    out = pd.DataFrame({"k": wide.index.to_numpy(dtype=np.int64)})
+    for optimizer in (o for o in optimizers if o in wide["expected"]):
+        out[f"{optimizer}_mean"] = wide["expected"][optimizer].to_numpy()
+        out[f"{optimizer}_std"] = wide["std"][optimizer].to_numpy()
+    return out
 
 
 def _num(value: object, digits: int = 4) -> str:
@@ -208,6 +252,9 @@ def findings(a: Analysis) -> list[str]:
     name = _NAMES.get(a.metric.name, a.metric.name)
     return [
         _best_optimizer(a, name),
+        _paired(a),
+        _budget(a, name),
+        _best_vs_final(a),
         *_robustness(a, name),
         *_batch_size(a, name),
         "**Best learning rate of each optimizer**: "
@@ -248,21 +295,129 @@ def _best_optimizer(a: Analysis, name: str) -> str:
         f"(mean ± std over {top.n_scored} seeds) at learning rate {_num(top.lr)} and batch size "
         f"{top.batch_size}, selected on validation ({a.metric.mode}imized)."
     )
-    if len(a.best) > 1:
-        second = a.best.iloc[1]
-        gap = abs(second.score_mean - top.score_mean)
-        spread = np.nanmax([top.score_std, second.score_std, 0.0])
-        text += (
-            f" Next is {second.optimizer} with {_pm(second.score_mean, second.score_std)}, "
-            f"{_num(gap, 3)} {'lower' if a.metric.mode == 'max' else 'higher'} ("
-            f"{gap / abs(top.score_mean):.1%})"
+    if len(a.best) < 2:
+        return text
+    second = a.best.iloc[1]
+    gap = abs(second.score_mean - top.score_mean)
+    text += (
+        f" Next is {second.optimizer} with {_pm(second.score_mean, second.score_std)}, "
+        f"{_num(gap, 3)} {'lower' if a.metric.mode == 'max' else 'higher'} ("
+        f"{gap / abs(top.score_mean):.1%})"
+    )
+    pair = a.pairs[(a.pairs["optimizer_a"] == top.optimizer)]
+    pair = pair[pair["optimizer_b"] == second.optimizer].iloc[0]
+    if pair.n_seeds < 2:
+        return (
+            text + "; with one seed no paired comparison is possible: the ranking is not settled."
         )
-        text += (
-            "; the gap is within the spread over seeds, so this ranking is not settled."
-            if gap <= spread
-            else "; the gap is larger than the spread over seeds."
+    if pair.settled and pair.favours == top.optimizer:
+        return text + f"; the paired interval over seeds ({pair.value}) excludes zero: settled."
+    if pair.settled:
+        return text + (
+            f"; but on {pair.value} the paired interval over seeds favours {second.optimizer}: "
+            "validation and test disagree, so the ranking is not settled."
+        )
+    return text + (
+        f"; the paired interval over seeds ({pair.value}) includes zero, so this ranking is not "
+        f"settled ({_needed(pair.seeds_needed)})."
+    )
+
+
+def _needed(seeds: float) -> str:
+    if np.isnan(seeds):
+        return "no estimate of the seeds needed"
+    if np.isinf(seeds):
+        return f"no number of seeds up to {MAX_SEEDS:,} would settle it at this mean and spread"
+    return f"about {int(seeds)} seeds would settle it if the mean and spread held"
+
+
+def _paired(a: Analysis) -> str:
+    text = (
+        "**Paired comparison over seeds** (seed s gives every optimizer the same initial weights "
+        "and batch order; per seed, a's best configuration minus b's, "
+        f"mean and {CONFIDENCE:.0%} paired t-interval; `paired.csv`): "
+    )
+    if a.pairs.empty:
+        return text + "one optimizer only, nothing to compare."
+    if int(a.pairs["n_seeds"].max()) < 2:
+        return text + "one seed only: no comparison between optimizers is possible."
+    parts = []
+    for r in a.pairs.itertuples():
+        verdict = (
+            f"settled, favours {r.favours}"
+            if r.settled
+            else f"not settled: {_needed(r.seeds_needed)}"
+        )
+        parts.append(
+            f"{r.optimizer_a} − {r.optimizer_b} on {r.value}: {r.diff_mean:+.3g} "
+            f"[{_num(r.ci_low, 3)}, {_num(r.ci_high, 3)}] over {r.n_seeds} seeds, {verdict}"
+        )
+    return text + "; ".join(parts) + "."
+
+
+def _budget(a: Analysis, name: str) -> str:
+    sizes = a.budget.groupby("optimizer", sort=False)["n_configs"].first()
+    ranks = a.budget_ranks
+    common = int(sizes.min())
+    text = (
+        f"**Tuning budget** (figure 8: the expected best {name} of k configurations drawn at "
+        f"random from each grid): with k = 1 the order is {ranks['ranking'].iloc[0]}"
+    )
+    changed = ranks[ranks["ranking"] != ranks["ranking"].shift()].iloc[1:]
+    if changed.empty:
+        text += f" and it stays so up to k = {common}"
+    else:
+        text += "; it changes at " + ", ".join(
+            f"k = {r.k} ({r.ranking})" for r in changed.itertuples()
+        )
+    listed = ", ".join(f"{o} {int(sizes[o])}" for o in a.optimizers if o in sizes)
+    text += f" (equal budgets reach k = {common}; configurations per grid: {listed})."
+    if sizes.nunique() > 1:
+        full = " > ".join(a.best["optimizer"])
+        at_common = ranks["ranking"].iloc[-1]
+        text += f" With each optimizer's whole grid the order is {full}" + (
+            ", the same as at equal budget."
+            if full == at_common
+            else f", not {at_common} as at equal budget: the larger grids change the ranking."
+        )
+    empty = a.budget[(a.budget["k"] == 1) & (a.budget["p_none"] > 0)]
+    if not empty.empty:
+        text += " Draws that hold only diverged configurations are left out of the expectation" + (
+            " (chance at k = 1: "
+            + ", ".join(f"{r.optimizer} {r.p_none:.0%}" for r in empty.itertuples())
+            + ")."
         )
     return text
+
+
+def _best_vs_final(a: Analysis) -> str:
+    r = a.rankings
+    by_best = " > ".join(r.sort_values("rank_best")["optimizer"])
+    by_final = " > ".join(r.sort_values("rank_final")["optimizer"])
+    text = "**Best epoch vs final epoch** (`best_vs_final.csv`): "
+    if by_best == by_final:
+        text += f"ranked on best-epoch or on final-epoch values the order is the same ({by_best})"
+    else:
+        text += f"the rankings differ: {by_best} on best-epoch values, {by_final} on final-epoch"
+    moved = r[(r["lr_best"] != r["lr_final"]) | (r["batch_size_best"] != r["batch_size_final"])]
+    if moved.empty:
+        text += "; every optimizer's chosen configuration is the same either way."
+    else:
+        text += (
+            "; the chosen configuration differs for "
+            + "; ".join(
+                f"{m.optimizer} (lr {_num(m.lr_best)}, batch size {int(m.batch_size_best)} on "
+                f"best-epoch values; lr {_num(m.lr_final)}, batch size {int(m.batch_size_final)} "
+                "on final-epoch)"
+                for m in moved.itertuples()
+            )
+            + "."
+        )
+    rule = "best-epoch" if a.study.select == "best_epoch" else "final-epoch"
+    return text + (
+        f" Tables and findings use {rule} values (train.select: {a.study.select}); figures 1 "
+        f"and 3 show {'best-epoch' if a.value == 'best' else 'final-epoch'} values (--value)."
+    )
 
 
 def _robustness(a: Analysis, name: str) -> list[str]:
@@ -307,20 +462,74 @@ def _batch_size(a: Analysis, name: str) -> list[str]:
 
 
 def _test(a: Analysis) -> str:
-    tests = [c[:-5] for c in a.best.columns if c.startswith("test_") and c.endswith("_mean")]
+    tests = [
+        c[:-5]
+        for c in a.best.columns
+        if c.startswith("test_") and c.endswith("_mean") and c != "test_epoch_mean"
+    ]
     parts = []
     for r in a.best.itertuples():
         values = ", ".join(
             f"{t} {_pm(getattr(r, t + '_mean'), getattr(r, t + '_std'))}" for t in tests
         )
-        parts.append(f"{r.optimizer} {values}")
+        parts.append(f"{r.optimizer} {values} ({missing_test_note(r)})")
+    rule = "best-validation epoch" if a.study.select == "best_epoch" else "last epoch"
     return (
-        "**Test split** (reported for the configurations chosen on validation, never used to "
-        "choose): " + "; ".join(parts) + "."
+        f"**Test split** (measured on the {rule}'s weights of the configurations chosen on "
+        "validation, never used to choose; mean ± std over the seeds tested): "
+        + "; ".join(parts)
+        + "."
     )
 
 
 # ---- document -----------------------------------------------------------------------------
+
+TABLE_NOTES = {
+    "test.csv": "Configurations that did not run all their epochs (stopped by ASHA, diverged, "
+    "failed) have no test metrics; `test_seeds` counts the seeds that have them.",
+    "paired.csv": "Per seed s, the value of a's best configuration minus b's (a is ranked above "
+    "b on validation): seed s gives both the same initial weights and batch order. `value` is the "
+    "test metric when every seed of both configurations has one, else the validation value they "
+    "were chosen on, which flatters the optimizer with more configurations (the best of more "
+    f"noisy values). Interval: {CONFIDENCE:.0%} paired t-interval, mean ± t(n−1) · sd / √n, "
+    "assuming roughly normal differences. Not a bootstrap: over 3 seeds it has 10 distinct "
+    "resamples and its interval never reaches past the smallest and largest difference, so it is "
+    "too narrow; the t-interval widens for few seeds as it should. A ranking is settled when the "
+    "interval excludes zero. `seeds_needed`: the smallest n with t(n−1) · sd / √n < |mean|, i.e. "
+    "where the interval would just exclude zero if the observed mean and sd held (about an even "
+    f"chance; inf: none up to {MAX_SEEDS:,} or a zero mean).",
+    "budget.csv": "For k = 1 .. grid size: the expected best of k configurations drawn at random "
+    "without replacement from the optimizer's (learning rate × batch size) grid, each valued by "
+    "its mean over seeds, ± the sd of that best over draws. Computed exactly (no sampling): with "
+    "the N configurations ordered worst to best, the best of k is the i-th with probability "
+    "C(i−1, k−1) / C(N, k). Dodge et al. (2019) draw with replacement; without replacement k = N "
+    "gives the grid's best, the value in the summary. – : k beyond the optimizer's grid.",
+}
+
+
+def selection_notes(a: Analysis) -> list[str]:
+    """The report's first lines: which epoch is chosen on and tested, and which figures show."""
+    study = a.study
+    rule = _SELECT_RULES[study.select]
+    if study.select == "best_epoch" and a.metric.name != study.metric:
+        rule += f" The best epoch is the study's (by {study.metric}), not by {a.metric.name}."
+    trials = a.results.trials
+    has_test = trials[[c for c in TEST_OF.values() if c in trials]].notna().any(axis=1)
+    if has_test.any() and trials.loc[has_test, "test_epoch"].isna().all():
+        rule = (
+            "These results do not record which epoch was tested (written before train.select): "
+            "their test metrics come from the last epoch"
+            + (
+                ", while each configuration is scored and chosen on its best-validation epoch "
+                "(train.select: best_epoch, the default), so the model chosen is not the model "
+                "tested (see Warnings)."
+                if study.select == "best_epoch"
+                else ", the epoch each configuration is chosen on (train.select: final)."
+            )
+        )
+    shown = "best-epoch" if a.value == "best" else "final-epoch"
+    return [rule, f"Figures 1 and 3 show {shown} values (--value {a.value})."]
+
 
 Block = tuple  # ("h1"|"h2"|"h3"|"p", text) | ("list", [text]) | ("table", frame) | ("figure", ...)
 
@@ -336,6 +545,7 @@ def report_blocks(
         for s in ("completed", "early_stopped", "diverged", "error")
     )
     notes = [
+        *selection_notes(a),
         f"Results: `{results.location}`; selection metric: `{a.metric.name}` "
         f"({a.metric.mode}imized, validation only); scheduler: {study.scheduler}.",
         f"{len(a.scored)} trials: {status}."
@@ -356,13 +566,15 @@ def report_blocks(
     blocks += [("h2", "Findings"), ("list", findings(a)), ("h2", "Tables")]
     for name, title in TABLES.items():
         blocks += [("h3", f"{title} (`{name}`)"), ("table", display_table(tables[name]))]
+        if name in TABLE_NOTES:
+            blocks.append(("p", TABLE_NOTES[name]))
     blocks.append(("p", "Every configuration (mean and std over seeds): `configs.csv`."))
     blocks.append(("h2", "Figures"))
     for number, (slug, caption) in enumerate(FIGURES.items(), start=1):
         if slug in figures:
             blocks.append(("figure", slug, f"Figure {number}. {caption}"))
-    if "fig8_asha" not in figures:
-        blocks.append(("p", "Figure 8 (ASHA view) is drawn only for studies that used ASHA."))
+    if "fig9_asha" not in figures:
+        blocks.append(("p", "Figure 9 (ASHA view) is drawn only for studies that used ASHA."))
     return blocks
 
 

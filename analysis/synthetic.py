@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sweep.results import EPOCHS_FILE, EPOCHS_SCHEMA, STUDY_FILE, TRIALS_FILE, TRIALS_SCHEMA
+from analysis.load import full_trials_schema
+from sweep.results import EPOCHS_FILE, EPOCHS_SCHEMA, STUDY_FILE, TRIALS_FILE
 
 # Best LR at batch size 64 and the loss floor of each optimizer in the synthetic model.
 _BEST_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 2e-3, "rmsprop": 1e-3, "adagrad": 3e-2}
@@ -50,6 +51,11 @@ class SyntheticSpec:
     n_running: int = 0  # trials left in flight (status running)
     n_error: int = 0  # trials that failed before their first epoch
     random_seed: int = 0
+    select: str = "best_epoch"  # train.select: which epoch's weights the test metrics come from
+    pack_size: int = 1  # configurations per pack (same batch size and seed), as packed trials
+    # per optimizer: validation loss added per epoch after the middle of training (overfitting),
+    # so its best-epoch and final values differ
+    overfit: Mapping[str, float] = field(default_factory=dict)
 
 
 def study_dict(spec: SyntheticSpec) -> dict:
@@ -85,6 +91,7 @@ def study_dict(spec: SyntheticSpec) -> dict:
             "epochs": spec.epochs,
             "metric": spec.metric,
             "mode": spec.mode,
+            "select": spec.select,
             "checkpoint_every": 5,
             "max_failures": 2,
         },
@@ -126,6 +133,8 @@ def _curves(spec: SyntheticSpec, grid: pd.DataFrame, rng: np.random.Generator) -
     start = 2.3 if spec.task == "classification" else 1.0
     val = floor[:, None] + (start - floor[:, None]) * np.exp(-epoch[None, :] / tau[:, None])
     val *= np.exp(rng.normal(0, 0.01, val.shape))
+    rise = np.array([spec.overfit.get(o, 0.0) for o in opt])
+    val += rise[:, None] * np.maximum(0, epoch - spec.epochs // 2)[None, :]
     diverges = off > math.log10(8)
     diverge_epoch = np.where(diverges, rng.integers(1, min(3, spec.epochs) + 1, len(grid)), 0)
     return {"val_loss": val, "diverge_epoch": diverge_epoch}
@@ -208,10 +217,18 @@ def _epoch_frame(
 
 
 def _last(values: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Each row's value at its epoch ``run`` (1-based); NaN where run is 0."""
     out = np.full(len(run), np.nan)
     has = run > 0
     out[has] = values[np.nonzero(has)[0], run[has] - 1]
     return out
+
+
+def _packs(grid: pd.DataFrame, pack_size: int) -> np.ndarray:
+    """A pack id per configuration: chunks of pack_size sharing batch size and seed."""
+    order = grid.groupby(["batch_size", "seed"], sort=False).cumcount().to_numpy() // pack_size
+    keys = grid["batch_size"].astype(str) + "-" + grid["seed"].astype(str) + "-" + order.astype(str)
+    return ("p" + pd.Series(pd.factorize(keys)[0]).map("{:05d}".format)).to_numpy()
 
 
 def _trial_frame(spec, grid, status, run, train, val, acc, rmse, steps_per_epoch, epoch_time):
@@ -222,6 +239,7 @@ def _trial_frame(spec, grid, status, run, train, val, acc, rmse, steps_per_epoch
         key = np.where(np.isnan(key), np.inf, key)
         best_epoch = np.where((run > 0) & np.isfinite(key).any(axis=1), key.argmin(axis=1) + 1, 0)
         done = status == "completed"
+        tested = np.where(done, best_epoch if spec.select == "best_epoch" else run, 0)
         frame = grid.assign(
             status=status,
             error=np.where(status == "error", "RuntimeError: synthetic failure", None),
@@ -234,15 +252,18 @@ def _trial_frame(spec, grid, status, run, train, val, acc, rmse, steps_per_epoch
             final_val_loss=_last(val, run),
             final_val_acc=_last(acc, run),
             final_val_rmse=_last(rmse, run),
-            test_loss=np.where(done, _last(val, run) * 1.05, np.nan),
-            test_acc=np.where(done, _last(acc, run) - 0.01, np.nan),
-            test_rmse=np.where(done, _last(rmse, run) * 1.02, np.nan),
+            test_loss=_last(val, tested) * 1.05,
+            test_acc=_last(acc, tested) - 0.01,
+            test_rmse=_last(rmse, tested) * 1.02,
+            test_epoch=pd.array(np.where(tested > 0, tested, None), dtype="Int64"),
             steps=(steps_per_epoch * run).astype(np.int64),
             train_time_s=epoch_time * run,
             samples_per_s=np.where(run > 0, _N_TRAIN / epoch_time, np.nan),
             node_id="node-0",
             device="cpu",
             gpu_fraction=0.0,
+            pack_id=_packs(grid, spec.pack_size),
+            pack_size=np.int64(spec.pack_size),
         )
     frame.insert(5, "hp_momentum", np.where(frame["optimizer"] == "sgd", 0.9, np.nan))
     nesterov = pd.array(np.where(frame["optimizer"] == "sgd", False, None), dtype="boolean")
@@ -251,9 +272,10 @@ def _trial_frame(spec, grid, status, run, train, val, acc, rmse, steps_per_epoch
 
 
 def trials_schema(hp_fields: list[pa.Field]) -> pa.Schema:
-    """TRIALS_SCHEMA with the hp_<name> columns placed after seed."""
-    at = TRIALS_SCHEMA.get_field_index("seed") + 1
-    fields = list(TRIALS_SCHEMA)
+    """The trials schema (optional columns included) with the hp_<name> columns after seed."""
+    schema = full_trials_schema()
+    at = schema.get_field_index("seed") + 1
+    fields = list(schema)
     return pa.schema(fields[:at] + hp_fields + fields[at:])
 
 

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/analysis_scale.py --subprocess --keep /tmp/scale
 
 The set is 5 optimizers x 10 learning rates x 10 batch sizes x 20 seeds; every trial runs all
-50 epochs unless it diverges (~433,000 epoch rows). Its study.yaml says ASHA so figure 8 draws all
+50 epochs unless it diverges (~433,000 epoch rows). Its study.yaml says ASHA so figure 9 draws all
 10,000 curves too: the worst case for every figure. Prints the times; asserts nothing.
 """
 

@@ -95,3 +95,42 @@ def test_module_runs_without_ray_or_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "example:" in done.stdout
     assert done.stdout.strip().endswith("[]")
+
+
+def test_value_final_redraws_figures_1_and_3(results_dir, tmp_path, capsys):
+    out = str(tmp_path / "rep")
+    assert main(["report", results_dir, "--out", out, "--value", "final", "--format", "svg"]) == 0
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as handle:
+        assert "- Figures 1 and 3 show final-epoch values (--value final)." in handle.read()
+    with open(os.path.join(out, "figures", "fig1_lr_sensitivity.svg"), encoding="utf-8") as handle:
+        assert "final-epoch validation loss vs learning rate" in handle.read()
+
+
+def test_bad_value_exits_2_before_reading(results_dir, capsys):
+    assert main(["report", results_dir, "--value", "last"]) == 2
+    assert "--value: unknown value 'last' (valid: best, final)" in error_line(capsys)
+    assert not os.path.exists(os.path.join(results_dir, "report"))
+
+
+def test_report_help_shows_the_value_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = capsys.readouterr().out
+    assert "python -m analysis report results/digits-optimizers --value final" in text
+    assert "--value best|final" in text
+
+
+def test_summary_states_the_rule_and_the_paired_comparison(results_dir, capsys):
+    assert main(["summary", results_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("Each configuration is scored, chosen and tested")
+    assert "paired comparison over seeds" not in out  # one optimizer: nothing to pair
+
+
+def test_summary_prints_the_paired_comparison_of_two_optimizers(tmp_path, capsys):
+    spec = SyntheticSpec(optimizers={"sgd": (0.1,), "adam": (1e-3,)}, batch_sizes=(16,), epochs=3)
+    assert main(["summary", write_results(spec, str(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    paired = out.split("paired comparison over seeds")[1].splitlines()
+    assert paired[1].split()[:4] == ["optimizer_a", "optimizer_b", "value", "n_seeds"]
+    assert paired[2].split()[2:4] == ["test_loss", "3"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from analysis.errors import ResultsError
 from analysis.load import load_results
@@ -116,3 +118,40 @@ def test_unknown_status(tmp_path):
     path = write_frames(str(tmp_path / "s"), trials, epochs, study)
     with pytest.raises(ResultsError, match="unknown status 'finished'"):
         load_results(path)
+
+
+def test_selection_rule_and_test_epoch_are_read(tmp_path):
+    path = write_results(replace(SMALL, select="final", pack_size=3), str(tmp_path))
+    results = load_results(path)
+    assert results.study.select == "final"
+    completed = results.trials[results.trials["status"] == "completed"]
+    assert (completed["test_epoch"] == completed["epochs_run"]).all()  # final: the last epoch
+    assert (results.trials["pack_size"] == 3).all()
+    assert results.trials.groupby("pack_id").size().max() == 3
+
+
+def test_results_written_before_train_select_load_with_nulls(results_dir):
+    path = os.path.join(results_dir, "trials.parquet")
+    old = pq.read_table(path).drop_columns(["test_epoch", "pack_id", "pack_size"])
+    pq.write_table(old, path)
+    study_path = os.path.join(results_dir, "study.yaml")
+    with open(study_path, encoding="utf-8") as handle:
+        study = yaml.safe_load(handle)
+    del study["train"]["select"]
+    with open(study_path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(study, handle)
+    results = load_results(results_dir)
+    assert results.study.select == "best_epoch"  # the default when the field is absent
+    assert results.trials["test_epoch"].isna().all() and results.trials["pack_id"].isna().all()
+    assert results.trials["pack_size"].isna().all()
+
+
+def test_unknown_selection_rule_is_named(results_dir):
+    study_path = os.path.join(results_dir, "study.yaml")
+    with open(study_path, encoding="utf-8") as handle:
+        study = yaml.safe_load(handle)
+    study["train"]["select"] = "best"
+    with open(study_path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(study, handle)
+    with pytest.raises(ResultsError, match="train.select: unknown value 'best'"):
+        load_results(results_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -130,19 +132,19 @@ def test_robustness_has_a_box_per_optimizer(figures):
 
 
 def test_asha_view_draws_curves_by_status_and_rungs(figures, analysis):
-    (ax,) = panels(figures["fig8_asha"])
+    (ax,) = panels(figures["fig9_asha"])
     assert any(isinstance(c, LineCollection) for c in ax.collections)
     rungs = [t.get_text() for t in ax.texts]
     assert rungs == ["rung 1", "rung 2", "rung 3"]  # 1, 2, 4 < 6 epochs
     assert analysis.study.rungs == (1, 2, 4)
-    assert {"completed", "early-stopped", "ASHA rung"} <= set(legend_texts(figures["fig8_asha"]))
+    assert {"completed", "early-stopped", "ASHA rung"} <= set(legend_texts(figures["fig9_asha"]))
 
 
 def test_asha_view_only_when_asha_ran(tmp_path):
     spec = SyntheticSpec(optimizers={"sgd": (0.1, 0.01)}, batch_sizes=(16,), epochs=3)
     analysis = analyze(load_results(write_results(spec, str(tmp_path))))
     figures = plots.all_figures(analysis)
-    assert "fig8_asha" not in figures and len(figures) == 7
+    assert "fig9_asha" not in figures and len(figures) == 8
 
 
 def test_one_colour_per_optimizer_across_figures(figures):
@@ -167,3 +169,46 @@ def test_asha_view_scales_with_a_line_collection_per_status(analysis):
     fig = plots.plot_asha(curves, metric=Metric("val_loss", "min"), rungs=(2,))
     collections = [c for c in panels(fig)[0].collections if isinstance(c, LineCollection)]
     assert sum(len(c.get_segments()) for c in collections) == curves["trial_id"].nunique()
+
+
+def test_budget_figure_has_a_curve_per_optimizer(figures, analysis):
+    (ax,) = panels(figures["fig8_tuning_budget"])
+    assert ax.get_ylabel() == "expected best validation loss (cross-entropy, nats)"
+    assert ax.get_xlabel().startswith("configurations tried, k")
+    labels = legend_texts(figures["fig8_tuning_budget"])
+    assert labels == ["sgd (6 configurations)", "adam (6 configurations)"]  # equal grids: no line
+    sgd = ax.get_lines()[0]
+    assert list(sgd.get_xdata()) == [1, 2, 3, 4, 5, 6]
+    curve = analysis.budget[analysis.budget["optimizer"] == "sgd"]
+    assert list(sgd.get_ydata()) == pytest.approx(curve["expected"].tolist())
+
+
+def test_budget_figure_marks_the_largest_equal_budget(analysis):
+    budget = analysis.budget[(analysis.budget["optimizer"] == "sgd")]
+    budget = pd.concat([budget, analysis.budget[analysis.budget["optimizer"] == "adam"].head(4)])
+    budget.loc[budget["optimizer"] == "adam", "n_configs"] = 4
+    fig = plots.plot_budget(budget, metric=Metric("val_loss", "min"))
+    assert "largest equal budget" in legend_texts(fig)
+    assert [line.get_xdata()[0] for line in panels(fig)[0].get_lines()][-1] == 4
+
+
+def test_final_value_figures_say_so(analysis):
+    metric = Metric("val_loss", "min")
+    configs = analysis.configs.assign(final_mean=analysis.configs["best_mean"] * 2)
+    colors = plots.optimizer_colors(["sgd", "adam"])
+    fig1 = plots.plot_lr_sensitivity(
+        configs, analysis.scored, metric=metric, value="final", colors=colors
+    )
+    assert panels(fig1)[0].get_ylabel() == "final validation loss (cross-entropy, nats)"
+    assert "final-epoch validation loss" in fig1.get_suptitle()
+    sgd = configs[(configs["optimizer"] == "sgd") & (configs["batch_size"] == 16)]
+    sgd = sgd.dropna(subset=["final_mean"])
+    line = panels(fig1)[0].get_lines()[0]  # sgd at batch size 16
+    assert list(line.get_ydata()) == pytest.approx(sgd.sort_values("lr")["final_mean"].tolist())
+    fig3 = plots.plot_heatmaps(configs, analysis.best_per_batch, metric=metric, value="final")
+    colorbar = [ax for ax in fig3.axes if ax.get_label() == "<colorbar>"][0]
+    assert colorbar.get_ylabel() == "mean final validation loss (cross-entropy, nats)"
+    (panel,) = [ax for ax in panels(fig3) if ax.get_title() == "sgd"]
+    sgd = configs[configs["optimizer"] == "sgd"].sort_values(["lr", "batch_size"])
+    cells = [t.get_text() for t in panel.texts]
+    assert cells == [f"{v:.3g}" for v in sgd["final_mean"] if np.isfinite(v)]

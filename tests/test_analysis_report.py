@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -39,7 +40,7 @@ def read(path: str) -> str:
 
 def test_report_md_links_every_figure_and_table(report_dir):
     markdown = read(os.path.join(report_dir, "report.md"))
-    for slug in FIGURES:  # ASHA ran, so all eight
+    for slug in FIGURES:  # ASHA ran, so all nine
         assert f"](figures/{slug}.png)" in markdown
         assert os.path.getsize(os.path.join(report_dir, "figures", f"{slug}.png")) > 1000
     for name, title in TABLES.items():
@@ -73,7 +74,7 @@ def test_clean_study_reports_no_warnings(tmp_path):
     markdown = to_markdown(report_blocks(analysis, {}, report_tables(analysis)), ("png",))
     assert "None of the tuning playbook's checks fired." in markdown
     assert analysis.checks == ()
-    assert "Figure 8 (ASHA view) is drawn only for studies that used ASHA." in markdown
+    assert "Figure 9 (ASHA view) is drawn only for studies that used ASHA." in markdown
 
 
 def test_findings_state_numbers_from_the_data(report_dir):
@@ -129,7 +130,109 @@ def test_svg_report_to_a_uri(tmp_path):
     report = write_report("file://" + results, out, formats=("svg",), metric="val_acc")
     assert report.out == out and "report.html" in report.files
     page = read(str(tmp_path / "out" / "report.html"))
-    assert page.count("<figure") == 7 and page.count("<svg") >= 7 and "<img" not in page
+    assert page.count("<figure") == 8 and page.count("<svg") >= 8 and "<img" not in page
     markdown = read(str(tmp_path / "out" / "report.md"))
     assert "](figures/fig1_lr_sensitivity.svg)" in markdown
     assert "`val_acc` (maximized, validation only)" in markdown
+
+
+def markdown_of(path: str, **kw) -> str:
+    """report.md's text without rendering figures (fast)."""
+    analysis = analyze(load_results(path), **kw)
+    return to_markdown(report_blocks(analysis, {}, report_tables(analysis)), ("png",))
+
+
+def section(markdown: str, start: str, end: str) -> str:
+    return markdown.split(start)[1].split(end)[0]
+
+
+def test_report_states_the_selection_rule_in_its_first_lines(report_dir):
+    markdown = read(os.path.join(report_dir, "report.md"))
+    first = markdown.splitlines()[2]
+    assert first == (
+        "- Each configuration is scored, chosen and tested on the weights of its best-validation "
+        "epoch (train.select: best_epoch)."
+    )
+    assert markdown.splitlines()[3] == "- Figures 1 and 3 show best-epoch values (--value best)."
+
+
+# adam overfits after epoch 10: its best epoch beats sgd, its final epoch does not
+OVERFIT = SyntheticSpec(
+    optimizers={"sgd": (0.3, 0.1, 0.03), "adam": (3e-3, 1e-3, 3e-4)},
+    batch_sizes=(16,),
+    epochs=20,
+    overfit={"adam": 0.01},
+)
+
+
+@pytest.mark.parametrize(("select", "winner"), [("best_epoch", "adam"), ("final", "sgd")])
+def test_best_epoch_and_final_winners_differ_on_a_constructed_study(tmp_path, select, winner):
+    path = write_results(replace(OVERFIT, select=select), str(tmp_path))
+    analysis = analyze(load_results(path))
+    assert analysis.best["optimizer"].iloc[0] == winner
+    # the model tested is the model chosen: the test epoch is the selected epoch
+    chosen = analysis.scored.merge(analysis.best[["optimizer", "lr", "batch_size"]])
+    selected = chosen["best_epoch"] if select == "best_epoch" else chosen["epochs_run"]
+    assert (chosen["test_epoch"] == selected).all()
+    markdown = markdown_of(path)
+    findings = section(markdown, "## Findings", "## Tables")
+    assert "**Best epoch vs final epoch**" in findings
+    assert "the rankings differ: adam > sgd on best-epoch values, sgd > adam on final-epoch" in (
+        findings
+    )
+    assert f"**Best optimizer here: {winner}**" in findings
+    rule = "best-validation epoch" if select == "best_epoch" else "last epoch"
+    assert f"weights of its {rule} (train.select: {select})" in markdown.splitlines()[2]
+
+
+def test_a_winner_tested_on_one_seed_says_so_in_every_table(tmp_path):
+    trials, epochs, study = make_results(OVERFIT)
+    best = analyze(load_results(write_frames(str(tmp_path / "a"), trials, epochs, study))).best
+    top = best.iloc[0]
+    chosen = (trials["optimizer"] == top.optimizer) & (trials["lr"] == top.lr)
+    stopped = chosen & trials["seed"].isin([1, 2])  # as ASHA would: no test metrics
+    trials.loc[stopped, "status"] = "early_stopped"
+    trials.loc[stopped, ["test_loss", "test_acc", "test_epoch"]] = None
+    path = write_frames(str(tmp_path / "b"), trials, epochs, study)
+    analysis = analyze(load_results(path))
+    tables = report_tables(analysis)
+    note = "1 of 3 seeds (2 stopped early by ASHA)"
+    for name in ("summary.csv", "test.csv"):
+        row = tables[name].set_index("optimizer").loc[top.optimizer]
+        assert row["test_seeds"] == 1 and row["test_note"] == note
+    markdown = markdown_of(path)
+    assert f"**untested_seeds**: {top.optimizer}" in markdown
+    assert f"{top.optimizer} test_loss" in markdown and f"({note})" in markdown
+    pair = tables["paired.csv"].iloc[0]
+    assert pair["value"] == "val_loss"  # not every seed has a test value: validation is compared
+
+
+def test_one_seed_allows_no_comparison(tmp_path):
+    path = write_results(replace(OVERFIT, seeds=(0,), epochs=12), str(tmp_path))
+    findings = section(markdown_of(path), "## Findings", "## Tables")
+    assert "one seed only: no comparison between optimizers is possible" in findings
+    assert "with one seed no paired comparison is possible: the ranking is not settled" in findings
+
+
+def test_paired_and_budget_findings_on_unequal_grids(report_dir):
+    markdown = read(os.path.join(report_dir, "report.md"))
+    findings = section(markdown, "## Findings", "## Tables")
+    assert "**Paired comparison over seeds**" in findings and "over 2 seeds" in findings
+    assert "paired t-interval" in markdown and "Not a bootstrap" in markdown
+    assert "**Tuning budget** (figure 8" in findings
+    assert "equal budgets reach k = 4; configurations per grid: sgd 6, adam 4" in findings
+    assert "With each optimizer's whole grid the order is" in findings
+    budget = pd.read_csv(os.path.join(report_dir, "budget.csv"))
+    assert budget["k"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert budget["adam_mean"].iloc[4:].isna().all()  # past adam's 4 configurations
+
+
+def test_old_results_say_their_test_metrics_come_from_the_last_epoch(tmp_path):
+    trials, epochs, study = make_results(SyntheticSpec(optimizers={"sgd": (0.1, 0.03)}, epochs=4))
+    del study["train"]["select"]
+    path = write_frames(str(tmp_path / "old"), trials.drop(columns="test_epoch"), epochs, study)
+    markdown = markdown_of(path)
+    first = markdown.splitlines()[2]
+    assert "their test metrics come from the last epoch, while each configuration" in first
+    assert "so the model chosen is not the model tested" in first
+    assert "**test_epoch**: trials.parquet does not say which epoch was tested" in markdown

@@ -13,19 +13,31 @@ from analysis.summarize import (
     asha_checks,
     batch_size_trend,
     best_configs,
+    budget_curves,
+    budget_rankings,
     config_summary,
     default_target,
     divergence_checks,
     divergence_table,
+    expected_best,
     grid_size_checks,
     hp_checks,
     learning_curves,
     lr_edge_checks,
     lr_robustness,
+    model_epoch_checks,
+    paired_comparison,
+    paired_interval,
     resolve_metric,
+    resolve_value,
     score_trials,
     seed_checks,
+    seed_values,
+    seeds_needed,
+    t_quantile,
     time_to_target,
+    untested_checks,
+    value_rankings,
 )
 
 NAN = float("nan")
@@ -44,8 +56,10 @@ def make_trials(rows: list[tuple]) -> pd.DataFrame:
     frame["epochs_run"] = np.int64(2)
     frame["steps"] = np.int64(20)
     frame["train_time_s"] = 1.0
-    frame["test_loss"] = frame["final_val_loss"] + 0.01
-    frame["test_acc"] = 0.9
+    completed = frame["status"] == "completed"  # only trials that ran all epochs are tested
+    frame["test_loss"] = (frame["final_val_loss"] + 0.01).where(completed)
+    frame["test_acc"] = pd.Series(0.9, frame.index).where(completed)
+    frame["test_epoch"] = frame["best_epoch"].where(completed)
     return frame
 
 
@@ -99,11 +113,15 @@ def test_config_summary_counts_and_averages_over_seeds():
             "n_diverged": np.array([0, 0, 1], dtype=np.int64),
             "n_early_stopped": np.array([1, 0, 0], dtype=np.int64),
             "n_error": np.array([1, 0, 0], dtype=np.int64),
+            "n_tested": np.array([0, 2, 1], dtype=np.int64),
             "score_mean": [0.9, 0.3, 0.1],
             "score_std": [NAN, np.std([0.2, 0.4], ddof=1), NAN],
+            "best_mean": [0.9, 0.3, 0.1],
+            "best_std": [NAN, np.std([0.2, 0.4], ddof=1), NAN],
             "final_mean": [0.9, 0.4, 0.1],
             "final_std": [NAN, np.std([0.3, 0.5], ddof=1), NAN],
             "best_epoch_mean": [2.0, 2.0, 2.0],
+            "test_epoch_mean": [NAN, 2.0, 2.0],
             "epochs_run_mean": [2.0, 2.0, 2.0],
             "train_time_mean": [1.0, 1.0, 1.0],
             "diverged_frac": [0.0, 0.0, 0.5],
@@ -336,3 +354,238 @@ def test_hp_check_fires_when_a_hyperparameter_varies_within_an_optimizer():
     (check,) = hp_checks(trials, ["hp_momentum"])
     assert check.kind == "hp_varies" and check.message.startswith("sgd: hp_momentum")
     assert hp_checks(trials.assign(hp_momentum=[0.9, 0.9, NAN]), ["hp_momentum"]) == []
+
+
+# ---- selection rule: best epoch or final epoch
+
+
+def test_score_follows_train_select():
+    best = score_trials(TRIALS, pd.DataFrame(), MIN, study_metric="val_loss")
+    final = score_trials(TRIALS, pd.DataFrame(), MIN, study_metric="val_loss", select="final")
+    np.testing.assert_array_equal(best["score"], best["best"])
+    np.testing.assert_array_equal(final["score"], final["final"])
+    np.testing.assert_array_equal(final["best"], best["best"])  # both views are always kept
+    assert best["tested"].tolist() == [True, True, False, True, False, False]
+
+
+def test_value_rankings_differ_when_the_best_epoch_and_final_winners_differ():
+    configs = pd.DataFrame(
+        {
+            "optimizer": ["adam", "sgd", "sgd"],
+            "batch_size": [16, 16, 16],
+            "lr": [1e-3, 0.01, 0.1],
+            "best_mean": [0.12, 0.15, 0.10],  # sgd lr 0.1 has the best epoch ...
+            "final_mean": [0.14, 0.16, 0.30],  # ... but overfits: final values favour adam
+            "diverged_frac": [0.0, 0.0, 0.0],
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "optimizer": ["sgd", "adam"],
+            "lr_best": [0.1, 1e-3],
+            "batch_size_best": [16, 16],
+            "value_best": [0.10, 0.12],
+            "rank_best": [1, 2],
+            "lr_final": [0.01, 1e-3],
+            "batch_size_final": [16, 16],
+            "value_final": [0.16, 0.14],
+            "rank_final": [2, 1],
+        }
+    )
+    pd.testing.assert_frame_equal(value_rankings(configs, MIN), expected, check_dtype=False)
+
+
+def test_resolve_value_defaults_to_train_select(study_info):
+    from dataclasses import replace
+
+    assert resolve_value(study_info) == "best"
+    assert resolve_value(replace(study_info, select="final")) == "final"
+    assert resolve_value(study_info, "final") == "final"
+    with pytest.raises(ResultsError, match="--value: unknown value 'last'"):
+        resolve_value(study_info, "last")
+
+
+# ---- paired comparison over seeds
+
+T_975_2 = 4.302652729749462  # Student t, 97.5 % quantile, 2 degrees of freedom (from tables: 4.303)
+
+
+def test_paired_interval_that_excludes_zero():
+    out = paired_interval(np.array([-0.10, -0.12, -0.11]))
+    half = T_975_2 * 0.01 / np.sqrt(3)
+    assert out["n_seeds"] == 3
+    assert out["diff_mean"] == pytest.approx(-0.11)
+    assert out["diff_std"] == pytest.approx(0.01)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((-0.11 - half, -0.11 + half))
+    assert out["settled"] is True
+    assert out["seeds_needed"] == 2  # t(1) x 0.01 / sqrt(2) = 0.090 < 0.11 already
+
+
+def test_paired_interval_that_includes_zero_says_how_many_seeds_would_settle_it():
+    diffs = np.array([-0.10, 0.05, -0.02])
+    out = paired_interval(diffs)
+    mean, std = diffs.mean(), diffs.std(ddof=1)
+    half = T_975_2 * std / np.sqrt(3)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((mean - half, mean + half))
+    assert out["ci_low"] < 0 < out["ci_high"] and out["settled"] is False
+    n = int(out["seeds_needed"])
+    # by hand: the normal approximation (1.96 sd / |mean|)^2 = 39.8; t's wider tails add a few
+    assert (1.96 * std / abs(mean)) ** 2 < n < (1.96 * std / abs(mean)) ** 2 + 6
+    # and n is the first count at which t(n-1) x sd / sqrt(n) drops below |mean|
+    assert t_quantile(0.95, n - 1) * std / np.sqrt(n) < abs(mean)
+    assert t_quantile(0.95, n - 2) * std / np.sqrt(n - 1) >= abs(mean)
+
+
+def test_paired_interval_with_one_seed_compares_nothing():
+    out = paired_interval(np.array([-0.5]))
+    assert out["settled"] is False and out["n_seeds"] == 1
+    assert np.isnan(out["ci_low"]) and np.isnan(out["seeds_needed"])
+    assert seeds_needed(0.0, 0.1) == float("inf")  # no difference: no number of seeds settles it
+
+
+def test_paired_comparison_uses_test_metrics_only_where_every_seed_has_them():
+    values = pd.DataFrame(
+        {
+            "optimizer": ["adam"] * 3 + ["sgd"] * 3 + ["rmsprop"] * 3,
+            "seed": [0, 1, 2] * 3,
+            "score": [0.10, 0.11, 0.12, 0.20, 0.21, 0.22, 0.15, 0.15, 0.15],
+            "test": [0.13, 0.14, 0.15, 0.23, 0.25, 0.27, 0.18, NAN, NAN],  # rmsprop: 1 of 3
+        }
+    )
+    out = paired_comparison(values, ["adam", "rmsprop", "sgd"], MIN)
+    assert out[["optimizer_a", "optimizer_b", "value"]].values.tolist() == [
+        ["adam", "rmsprop", "val_loss"],
+        ["adam", "sgd", "test_loss"],
+        ["rmsprop", "sgd", "val_loss"],
+    ]
+    adam_sgd = out.iloc[1]  # test differences -0.10, -0.11, -0.12
+    assert adam_sgd["diff_mean"] == pytest.approx(-0.11) and adam_sgd["favours"] == "adam"
+    assert adam_sgd["settled"]
+    adam_rmsprop = out.iloc[0]  # validation differences -0.05, -0.04, -0.03
+    assert adam_rmsprop["diff_mean"] == pytest.approx(-0.04) and adam_rmsprop["n_seeds"] == 3
+
+
+def test_paired_comparison_of_a_maximized_metric_favours_the_higher_value():
+    values = pd.DataFrame(
+        {
+            "optimizer": ["a", "a", "b", "b"],
+            "seed": [0, 1, 0, 1],
+            "score": [0.90, 0.91, 0.95, 0.97],
+            "test": [NAN] * 4,
+        }
+    )
+    out = paired_comparison(values, ["a", "b"], Metric("val_acc", "max"))
+    assert out["value"].item() == "val_acc" and out["favours"].item() == "b"
+    assert out["diff_mean"].item() == pytest.approx(-0.055)
+
+
+def test_seed_values_pairs_the_seeds_of_each_best_configuration():
+    best = best_configs(config_summary(scored()), MIN, ["optimizer"])
+    out = seed_values(scored(), best, MIN)
+    expected = pd.DataFrame(
+        {
+            "optimizer": ["adam", "adam", "sgd", "sgd"],
+            "seed": np.array([0, 1, 0, 1], dtype=np.int64),
+            "score": [0.9, NAN, 0.2, 0.4],
+            "test": [NAN, NAN, 0.31, 0.51],
+        }
+    )
+    pd.testing.assert_frame_equal(out, expected)
+
+
+# ---- tuning budget: expected best of k configurations, computed by hand on tiny grids
+
+
+def test_expected_best_by_hand():
+    values = np.array([4.0, 3.0, 1.0])  # worst first (a loss)
+    # k=1: the mean of all; k=2: subsets {4,3} {4,1} {3,1} give 3, 1, 1; k=3: always 1
+    assert expected_best(values, 1) == pytest.approx((8 / 3, np.sqrt(14) / 3, 0.0))
+    assert expected_best(values, 2) == pytest.approx((5 / 3, np.sqrt(8) / 3, 0.0))
+    assert expected_best(values, 3) == pytest.approx((1.0, 0.0, 0.0))
+
+
+def test_expected_best_leaves_out_draws_without_a_value():
+    values = np.array([NAN, 4.0, 3.0, 1.0])  # one configuration diverged on every seed
+    mean, _, p_none = expected_best(values, 1)
+    assert (mean, p_none) == pytest.approx((8 / 3, 0.25))
+    # k=2: 6 subsets; the best is 4 in 1, 3 in 2 and 1 in 3 of them
+    assert expected_best(values, 2)[:2] == pytest.approx((13 / 6, np.sqrt(53 / 36)))
+
+
+def test_budget_curves_of_a_small_grid():
+    configs = pd.DataFrame(
+        {
+            "optimizer": ["sgd"] * 3,
+            "batch_size": [16, 16, 64],
+            "lr": [0.1, 1.0, 0.1],
+            "score_mean": [3.0, 1.0, 4.0],
+            "diverged_frac": [0.0, 0.0, 0.0],
+        }
+    )
+    mean = [8 / 3, 5 / 3, 1.0]
+    std = [np.sqrt(14) / 3, np.sqrt(8) / 3, 0.0]
+    expected = pd.DataFrame(
+        {
+            "optimizer": ["sgd"] * 3,
+            "n_configs": np.array([3, 3, 3], dtype=np.int64),
+            "k": np.array([1, 2, 3], dtype=np.int64),
+            "expected": mean,
+            "std": std,
+            "band_low": [mean[0] - std[0], 1.0, 1.0],  # clipped to the grid's best value
+            "band_high": [mean[0] + std[0], mean[1] + std[1], 1.0],
+            "p_none": [0.0, 0.0, 0.0],
+        }
+    )
+    pd.testing.assert_frame_equal(budget_curves(configs, MIN), expected)
+    maximized = budget_curves(configs, Metric("val_acc", "max"))  # higher is better now
+    assert maximized["expected"].tolist() == pytest.approx([8 / 3, (4 + 4 + 3) / 3, 4.0])
+
+
+def test_budget_rankings_say_where_the_order_changes():
+    curves = pd.DataFrame(
+        {
+            "optimizer": ["adam"] * 3 + ["sgd"] * 2,
+            "n_configs": [3, 3, 3, 2, 2],
+            "k": [1, 2, 3, 1, 2],
+            "expected": [0.5, 0.4, 0.3, 0.6, 0.35],
+        }
+    )
+    expected = pd.DataFrame(
+        {
+            "k": np.array([1, 2], dtype=np.int64),  # equal budgets only: up to sgd's 2
+            "ranking": ["adam > sgd", "sgd > adam"],
+            "leader": ["adam", "sgd"],
+        }
+    )
+    pd.testing.assert_frame_equal(budget_rankings(curves, MIN), expected)
+
+
+# ---- the test protocol's checks
+
+
+def test_tested_epoch_check_fires_for_old_results_and_mismatches():
+    old = TRIALS.assign(test_epoch=NAN)
+    (check,) = model_epoch_checks(old, "best_epoch")
+    assert check.kind == "test_epoch" and "come from the last epoch" in check.message
+    assert model_epoch_checks(old, "final") == []
+    assert model_epoch_checks(TRIALS, "best_epoch") == []  # test_epoch == best_epoch
+    (check,) = model_epoch_checks(TRIALS.assign(epochs_run=np.int64(5)), "final")
+    assert check.message.startswith("3 of 3 tested trials were tested on another epoch")
+
+
+def test_untested_seeds_are_named_with_their_reason():
+    best = pd.DataFrame(
+        {
+            "optimizer": ["rmsprop", "sgd"],
+            "lr": [1e-3, 0.1],
+            "batch_size": [16, 16],
+            "n_trials": [3, 3],
+            "n_tested": [1, 3],
+            "n_early_stopped": [2, 0],
+            "n_diverged": [0, 0],
+            "n_error": [0, 0],
+        }
+    )
+    (check,) = untested_checks(best)
+    assert check.kind == "untested_seeds"
+    assert "rmsprop" in check.message and "1 of 3 seeds (2 stopped early by ASHA)" in check.message
