@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from model.errors import ConfigError, DataError
-from sweep.cluster import ClusterAddressError
+from sweep import signals
+from sweep.cluster import ClusterAddressError, resolve_address
 from sweep.storage import StorageError
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP give 143 and 129 (128 + the signal)
 USER_ERRORS = (ConfigError, DataError, StorageError, ClusterAddressError)
 
 EXAMPLES = {
@@ -78,8 +80,23 @@ def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="results root as a path or URI (s3://, gs://, file://)")
 
 
+ADDRESS_HELP = (
+    "join this Ray cluster (host:port, auto, ray://host:port). Without --address, RAY_ADDRESS "
+    "is used when set (as `ray job submit` sets it); with neither, a private local Ray on "
+    "127.0.0.1 is started (a cluster left by `ray start` is joined only with --address auto)"
+)
+
+
 def _ray_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="join this Ray cluster (host:port, auto, ray://)")
+    parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop (exit 2) when no node can hold a trial for this long "
+        "(default 900, time for an autoscaler to add a node; 0 waits for ever)",
+    )
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
     parser.add_argument("--tensorboard", action="store_true", help="keep Ray's result loggers")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -89,14 +106,24 @@ def _ray_args(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "resume"):
+        signals.arm()  # SIGTERM / SIGHUP stop the sweep as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{_address_origin(args, exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"interrupted ({signals.describe()})", file=sys.stderr)
+        return signals.exit_code(EXIT_INTERRUPTED)
+
+
+def _address_origin(args, exc: Exception) -> str:
+    """Say so when a bad cluster address came from RAY_ADDRESS rather than --address."""
+    if isinstance(exc, ClusterAddressError) and not getattr(args, "address", None):
+        if os.environ.get("RAY_ADDRESS"):
+            return " (from RAY_ADDRESS; unset it for a local run)"
+    return ""
 
 
 def _load(args):
@@ -107,12 +134,15 @@ def _load(args):
 
 
 def _options(args, **extra):
+    from sweep.pending import DEFAULT_PENDING_TIMEOUT_S
     from sweep.runner import RunOptions
 
+    timeout = args.pending_timeout
     return RunOptions(
         results=getattr(args, "results", "results"),
         storage=getattr(args, "storage", None),
-        address=args.address,
+        address=resolve_address(args.address),
+        pending_timeout_s=DEFAULT_PENDING_TIMEOUT_S if timeout is None else timeout,
         dashboard=args.dashboard,
         tensorboard=args.tensorboard,
         verbose=args.verbose,
@@ -145,8 +175,9 @@ def _finish(summary) -> int:
         f"{summary.done}/{summary.total} configurations done ({counts or 'none'})", file=sys.stderr
     )
     if summary.interrupted:
-        print(f"interrupted; finish with: python -m sweep resume {summary.out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = f"stopped by {signals.describe()}" if signals.received() else "interrupted"
+        print(f"{how}; finish with: python -m sweep resume {summary.out}", file=sys.stderr)
+        return signals.exit_code(EXIT_INTERRUPTED)
     print(f"results: {summary.out}")
     return 0
 

@@ -89,3 +89,14 @@ def _recorded_address() -> str | None:
             return f.read().strip() or None
     except OSError:
         return None
+
+
+def resolve_address(address: str | None) -> str | None:
+    """The cluster to join, as Ray's own tools pick it: ``--address`` wins, else ``RAY_ADDRESS``;
+    None (or ``local``) means a private local Ray on 127.0.0.1.
+
+    A cluster that ``ray start`` left on this machine is never joined unless asked for
+    (``--address auto`` or ``RAY_ADDRESS=auto``).
+    """
+    chosen = address or os.environ.get("RAY_ADDRESS", "").strip() or None
+    return None if chosen in (None, "local") else chosen

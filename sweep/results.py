@@ -9,12 +9,15 @@ restorable with ``Tuner.restore``; one Tune trial per pack of configurations).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from collections.abc import Mapping
 
 import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 TRIAL_STATUSES = ("completed", "early_stopped", "diverged", "error", "running")
 TERMINAL_STATUSES = ("completed", "early_stopped", "diverged", "error")
@@ -203,14 +206,15 @@ class ResultsWriter:
             return 0
         journal, self.journal_path = self.journal_path, None  # do not re-append while replaying
         self._replaying = True
-        count = 0
+        count = skipped = 0
         try:
-            with open(journal, encoding="utf-8") as lines:
+            with open(journal, encoding="utf-8", errors="replace") as lines:
                 for line in lines:
                     try:
                         event = json.loads(line)
                     except json.JSONDecodeError:
-                        continue  # a line cut short by a kill
+                        skipped += 1  # a line cut short by a kill or a power loss
+                        continue
                     if event["kind"] == "result":
                         self.on_result(event["trial_id"], event["point"], event["metrics"])
                     else:
@@ -221,6 +225,8 @@ class ResultsWriter:
         finally:
             self.journal_path = journal
             self._replaying = False
+        if skipped:
+            log.warning("%s: skipped %d damaged line(s) (cut short by a kill?)", journal, skipped)
         return count
 
     def load_parquet(self) -> int:
@@ -231,9 +237,9 @@ class ResultsWriter:
         epochs_uri = storage.join(self.out, EPOCHS_FILE)
         if not (storage.exists(trials_uri) and storage.exists(epochs_uri)):
             return 0
-        for row in storage.read_parquet(epochs_uri).to_pylist():
+        for row in _read_rows(epochs_uri):
             self._epochs.setdefault(row["trial_id"], {})[row["epoch"]] = row
-        trials = storage.read_parquet(trials_uri).to_pylist()
+        trials = _read_rows(trials_uri)
         for row in trials:
             params = {
                 key[len(HP_PREFIX) :]: value
@@ -283,6 +289,8 @@ class ResultsWriter:
             return
         if self._journal is None:
             self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115
+            if _ends_mid_line(self.journal_path):  # else the next event joins a cut-short line
+                self._journal.write("\n")
         self._journal.write(json.dumps(event, default=_json_default) + "\n")
         self._journal.flush()
 
@@ -373,6 +381,29 @@ def _float_or_none(value) -> float | None:
 
 def _int_or_none(value) -> int | None:
     return None if value is None else int(value)
+
+
+def _read_rows(uri: str) -> list[dict]:
+    """The rows of a results table; a damaged one (with no journal to rebuild it) is an error."""
+    from model.errors import ConfigError
+    from sweep import storage
+
+    try:
+        return storage.read_parquet(uri).to_pylist()
+    except (pa.ArrowException, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"results: {uri} is damaged ({reason}) and there is no journal to rebuild it from"
+        ) from None
+
+
+def _ends_mid_line(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def _json_default(value):

@@ -33,9 +33,11 @@ from ray.tune.schedulers import FIFOScheduler  # noqa: E402
 
 from model.data import load_dataset  # noqa: E402
 from model.errors import ConfigError  # noqa: E402
-from sweep import storage  # noqa: E402
+from sweep import signals, storage, tune_fixes  # noqa: E402
 from sweep.cluster import check_address  # noqa: E402
 from sweep.config import StudyConfig, check_study_against_data, dump_study, parse_study  # noqa: E402
+from sweep.lock import results_lock  # noqa: E402
+from sweep.pending import DEFAULT_PENDING_TIMEOUT_S, PendingWatch  # noqa: E402
 from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter  # noqa: E402
 from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count  # noqa: E402
 from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
@@ -57,6 +59,7 @@ class RunOptions:
     num_cpus: int | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only; logical GPUs work without CUDA
     progress: TextIO | None = None  # where the live progress line goes (None: silent)
+    pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S  # no node can hold a trial: stop (0: wait)
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,8 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
     dataset = load_dataset(study.data)
     check_study_against_data(study, dataset.n_train)
     out = study_dir(study, opts)
-    if opts.address is None and study.resources.gpus_per_trial > 0:
-        gpus = opts.num_gpus if opts.num_gpus is not None else _local_gpu_count()
-        if gpus <= 0 and not ray.is_initialized():
-            raise ConfigError(
-                f"resources.gpus_per_trial: {study.resources.gpus_per_trial} GPUs asked, "
-                "but this machine has no GPU (set it to 0)"
-            )
+    if opts.address is None:
+        _check_fits_locally(study, opts)
     if opts.storage:
         storage.check_reachable(opts.storage)
     elif not resume:
@@ -99,6 +97,40 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
     if not resume:
         _check_fresh(out, study)
     return dataset, out
+
+
+def _check_fits_locally(study: StudyConfig, opts: RunOptions) -> None:
+    """A trial that asks for more CPUs or GPUs than the local Ray will have could never start."""
+    if ray.is_initialized():  # a session started by the caller (tests): its resources count
+        have = ray.cluster_resources()
+        cpus, gpus, where = have.get("CPU", 0), have.get("GPU", 0), "the running Ray session"
+    else:
+        cpus = opts.num_cpus if opts.num_cpus is not None else _local_cpu_count()
+        gpus = opts.num_gpus if opts.num_gpus is not None else _local_gpu_count()
+        where = "this machine"
+    res = study.resources
+    if res.gpus_per_trial > 0 and gpus <= 0:
+        raise ConfigError(
+            f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs asked, "
+            f"but {where} has no GPU (set it to 0)"
+        )
+    for field, asked, has, flag in (
+        ("cpus_per_trial", res.cpus_per_trial, cpus, "--num-cpus"),
+        ("gpus_per_trial", res.gpus_per_trial, gpus, "--num-gpus"),
+    ):
+        if asked > has + 1e-9:
+            kind = field[:3].upper()
+            raise ConfigError(
+                f"resources.{field}: a trial needs {asked:g} {kind}s, but {where} has {has:g} "
+                f"(lower it, or give the local Ray more with {flag})"
+            )
+
+
+def _local_cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _local_gpu_count() -> int:
@@ -138,7 +170,14 @@ def load_saved_study(out: str) -> StudyConfig:
     path = storage.join(out, STUDY_FILE)
     if not storage.exists(path):
         raise ConfigError(f"results: {out} holds no {STUDY_FILE} (not a sweep results directory)")
-    return parse_study(yaml.safe_load(storage.read_bytes(path)))
+    try:
+        raw = yaml.safe_load(storage.read_bytes(path))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"results: {path} is damaged (not YAML: {reason})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"results: {path} is damaged (not a study)")
+    return parse_study(raw)
 
 
 # ---- Ray session ------------------------------------------------------------------------------
@@ -160,14 +199,18 @@ def ray_session(opts: RunOptions) -> Iterator[None]:
         check_address(opts.address)
         ray.init(address=opts.address, **common)
     else:
-        ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, **common)
+        with signals.ray_out_of_reach():
+            ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, **common)
+    signals.rearm()  # ray.init installed SIGTERM handlers of its own (and a C++ stack dumper)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _check_cluster_gpus(study: StudyConfig) -> None:
+def _check_cluster_gpus(study: StudyConfig, opts: RunOptions) -> None:
+    if opts.address is not None:
+        return  # an autoscaler may add GPU nodes: PendingWatch says so while trials wait
     if study.resources.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
         raise ConfigError(
             f"resources.gpus_per_trial: {study.resources.gpus_per_trial} GPUs asked, "
@@ -181,13 +224,14 @@ def run_study(
 ) -> RunSummary:
     """Validate, then run the whole grid on Ray Tune, streaming results into Parquet."""
     dataset, out = prepare(study, opts)
-    with ray_session(opts):
-        _check_cluster_gpus(study)
+    with ray_session(opts), results_lock(lock_path(out), out):
+        _check_cluster_gpus(study, opts)
         storage.makedirs(out)
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
         _write_run_info(out, study, opts, start=True)
         writer_cb = _writer_callback(study, out, fresh=True)
-        every = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
+        watch = _pending_watch(study, opts)
+        every = [writer_cb, watch, *_progress(study, opts, writer_cb, watch), *callbacks]
         space = param_space(
             study,
             input_size=dataset.n_features,
@@ -200,7 +244,7 @@ def run_study(
             tune_config=_tune_config(),
             run_config=_run_config(study, out, opts, every),
         )
-        return _fit(tuner, study, out, opts, writer_cb)
+        return _fit(tuner, study, out, opts, writer_cb, watch)
 
 
 def resume_study(
@@ -210,7 +254,7 @@ def resume_study(
     study = load_saved_study(out)
     dataset, _ = prepare(study, opts, resume=True)
     experiment = storage.join(out, RAY_DIR)
-    with ray_session(opts):
+    with results_lock(lock_path(out), out), ray_session(opts):
         fs, path = storage.resolve(experiment)
         if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
             raise ConfigError(f"results: no Ray experiment to resume in {experiment}")
@@ -223,17 +267,25 @@ def resume_study(
         )
         # Tuner.restore takes no run config: re-arm the callbacks of the restored one in place.
         writer_cb = _writer_callback(study, out)
+        watch = _pending_watch(study, opts)
         run_config = tuner._local_tuner.get_run_config()
-        run_config.callbacks = [writer_cb, *_progress(study, opts, writer_cb), *callbacks]
-        return _fit(tuner, study, out, opts, writer_cb, resumed=True)
+        run_config.callbacks = [
+            writer_cb,
+            watch,
+            *_progress(study, opts, writer_cb, watch),
+            *callbacks,
+        ]
+        return _fit(tuner, study, out, opts, writer_cb, watch, resumed=True)
 
 
-def _fit(tuner, study, out, opts, writer_cb, *, resumed: bool = False) -> RunSummary:
+def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) -> RunSummary:
     total = trial_count(study)
     if opts.progress is not None:
         verb = "resuming" if resumed else "running"
         line = f"{verb} {study.name}: {total} configurations -> {out}"
         print(line, file=opts.progress, flush=True)
+    tune_fixes.apply()
+    signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
     try:
         tuner.fit()
@@ -243,8 +295,22 @@ def _fit(tuner, study, out, opts, writer_cb, *, resumed: bool = False) -> RunSum
         writer_cb.close()
         counts = writer_cb.counts()
         _write_run_info(out, study, opts, start=False, counts=counts)
+    if watch.timed_out:
+        raise watch.error(out)
     summary = RunSummary(out=out, total=total, statuses=counts, interrupted=False)
     return dataclasses.replace(summary, interrupted=summary.done < total)
+
+
+def _forced_stop(writer_cb: ResultsCallback, out: str, opts: RunOptions) -> None:
+    """A stop signal's grace period ran out (Ray's own processes got it too): flush, say so."""
+    writer_cb.close()
+    if opts.progress is not None:
+        print(
+            f"stopped by {signals.describe()} (Ray did not stop within {signals.GRACE_S:g}s); "
+            f"finish with: python -m sweep resume {out}",
+            file=opts.progress,
+            flush=True,
+        )
 
 
 def fixed_params(study: StudyConfig, out: str) -> dict:
@@ -354,6 +420,16 @@ def journal_path(out: str) -> str:
     return os.path.join(cache, "journals", f"{key}.jsonl")
 
 
+def lock_path(out: str) -> str:
+    """The one-writer lock of a results directory: beside the driver's journal."""
+    return os.path.splitext(journal_path(out))[0] + ".lock"
+
+
+def _pending_watch(study: StudyConfig, opts: RunOptions) -> PendingWatch:
+    need = {"CPU": study.resources.cpus_per_trial, "GPU": study.resources.gpus_per_trial}
+    return PendingWatch(need, opts.pending_timeout_s, stream=opts.progress)
+
+
 def _writer_callback(study: StudyConfig, out: str, *, fresh: bool = False) -> ResultsCallback:
     journal = journal_path(out)
     if fresh and os.path.exists(journal):
@@ -367,11 +443,15 @@ def _writer_callback(study: StudyConfig, out: str, *, fresh: bool = False) -> Re
     )
 
 
-def _progress(study: StudyConfig, opts: RunOptions, results: ResultsCallback) -> list:
+def _progress(study: StudyConfig, opts: RunOptions, results: ResultsCallback, watch=None) -> list:
     if opts.progress is None or opts.verbose:
         return []
     train = study.train
-    return [ProgressCallback(trial_count(study), train.metric, train.mode, results, opts.progress)]
+    progress = ProgressCallback(
+        trial_count(study), train.metric, train.mode, results, opts.progress
+    )
+    progress.watch = watch
+    return [progress]
 
 
 def _write_run_info(out: str, study, opts: RunOptions, *, start: bool, counts=None) -> None:
@@ -391,14 +471,26 @@ def _write_run_info(out: str, study, opts: RunOptions, *, start: bool, counts=No
             "runs": [],
         }
         if storage.exists(path):  # a resumed run keeps the first start
-            info = {**json.loads(storage.read_bytes(path)), "ended": None}
+            info = {**(_read_run_info(path) or info), "ended": None}
         info["runs"].append({"started": now, "ended": None})
     else:
-        info = json.loads(storage.read_bytes(path))
+        info = _read_run_info(path) or {"runs": [{}]}
         info["ended"] = now
         info["runs"][-1]["ended"] = now
         info["statuses"] = counts
     storage.write_bytes_atomic(path, json.dumps(info, indent=2).encode())
+
+
+def _read_run_info(path: str) -> dict | None:
+    """run.json, or None (with a warning) when it is damaged: it is rewritten, not needed."""
+    try:
+        info = json.loads(storage.read_bytes(path))
+        if isinstance(info, dict) and isinstance(info.get("runs"), list) and info["runs"]:
+            return info
+    except (ValueError, UnicodeDecodeError):
+        pass
+    log.warning("%s is damaged; writing a new one", path)
+    return None
 
 
 def _versions() -> dict[str, str]:
@@ -537,6 +629,7 @@ class ProgressCallback(tune.Callback):
         self.start = time.monotonic()
         self.last = 0.0
         self.done_at_start: int | None = None
+        self.watch = None  # a PendingWatch whose note joins the line
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "stream": None}
@@ -579,5 +672,7 @@ class ProgressCallback(tune.Callback):
             f"diverged {counts.get('diverged', 0)}  errored {counts.get('error', 0)}  "
             f"| best {best} | {elapsed:.0f}s elapsed, ETA {eta}"
         )
+        if self.watch is not None and self.watch.note:
+            line += f" | {self.watch.note}"
         end = "\r" if self.tty else "\n"
         print(("\x1b[2K" if self.tty else "") + line, end=end, file=self.stream, flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import pyarrow as pa
 import yaml
 
 from model.errors import ConfigError
@@ -22,11 +23,16 @@ def study_status(out: str) -> dict:
     study_file = storage.join(out, STUDY_FILE)
     if not storage.exists(study_file):
         raise ConfigError(f"status: {out} holds no {STUDY_FILE} (not a sweep results directory)")
-    study = parse_study(yaml.safe_load(storage.read_bytes(study_file)))
+    study = parse_study(_damaged_if_fails(study_file, lambda: _mapping(study_file)))
     run_file = storage.join(out, RUN_FILE)
-    run = json.loads(storage.read_bytes(run_file)) if storage.exists(run_file) else {}
+    run = {}
+    if storage.exists(run_file):
+        run = _damaged_if_fails(run_file, lambda: dict(json.loads(storage.read_bytes(run_file))))
     trials_file = storage.join(out, TRIALS_FILE)
-    rows = storage.read_parquet(trials_file).to_pylist() if storage.exists(trials_file) else []
+    rows = []
+    if storage.exists(trials_file):
+        table = _damaged_if_fails(trials_file, lambda: storage.read_parquet(trials_file))
+        rows = table.to_pylist()
     statuses: dict[str, int] = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
@@ -43,6 +49,23 @@ def study_status(out: str) -> dict:
         "started": run.get("started"),
         "ended": run.get("ended"),
     }
+
+
+def _mapping(path: str) -> dict:
+    raw = yaml.safe_load(storage.read_bytes(path))
+    if not isinstance(raw, dict):
+        raise ValueError("not a mapping")
+    return raw
+
+
+def _damaged_if_fails(path: str, read):
+    """read(), with a damaged file as one ConfigError line that says what rebuilds it."""
+    try:
+        return read()
+    except (ValueError, TypeError, UnicodeDecodeError, yaml.YAMLError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        hint = "" if path.endswith(STUDY_FILE) else "; `python -m sweep resume` rebuilds it"
+        raise ConfigError(f"status: {path} is damaged ({reason}){hint}") from None
 
 
 def _best(rows: list[dict], metric: str, mode: str) -> str | None:
