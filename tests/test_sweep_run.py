@@ -98,7 +98,12 @@ def test_quarter_gpus_pack_four_trials_on_one_logical_gpu(ray_session, study_fil
             {
                 "train": {"epochs": 10},
                 "search": {"batch_size": [32]},
-                "resources": {"cpus_per_trial": 0.25, "gpus_per_trial": 0.25},
+                # one configuration per Tune trial: 8 trials compete for the logical GPU
+                "resources": {
+                    "cpus_per_trial": 0.25,
+                    "gpus_per_trial": 0.25,
+                    "models_per_trial": 1,
+                },
             },
             optimizers={
                 "sgd": {"lr": [0.1, 0.05, 0.03, 0.01]},
