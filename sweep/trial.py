@@ -171,10 +171,19 @@ class EarlyStopping:
         return [m for m, gone in zip(active, stopped, strict=True) if gone]
 
     def decide(self, records, ids: list[str], metric: str) -> set[int]:
-        """The members to stop at this epoch."""
-        asking = [(m, r) for m, r in records if r.status == "running" and r.epoch in self.rungs]
+        """The members to stop at this epoch. A member that diverged at a rung is recorded too
+        (its non-finite value counts in the rung's cutoff, as in Ray's ASHA)."""
+        asking = [
+            (m, r)
+            for m, r in records
+            if r.status in ("running", "diverged") and r.epoch in self.rungs
+        ]
         if not asking:
             return set()
         items = [(ids[m], r.epoch, getattr(r, metric)) for m, r in asking]
         keep = ray.get(self.actor.decide_many.remote(items))
-        return {m for (m, _), go_on in zip(asking, keep, strict=True) if not go_on}
+        return {
+            m
+            for (m, r), go_on in zip(asking, keep, strict=True)
+            if not go_on and r.status == "running"
+        }

@@ -11,6 +11,7 @@ import pytest
 from ray import tune
 
 from model.data import load_dataset
+from sweep.asha import AshaRungs
 from sweep.config import load_study
 from sweep.runner import RunOptions, _trainable, _writer_callback, fixed_params, run_study
 from sweep.space import PACK_KEY, expand_grid
@@ -133,3 +134,38 @@ def test_a_member_with_a_bad_value_is_an_error_and_its_pack_goes_on(
     others = trials[trials.trial_id != members[1]["trial_id"]]
     assert len(others) == 3 and (others.status == "completed").all()
     assert (others.epochs_run == 3).all() and (others.pack_size == 4).all()
+
+
+def test_asha_decides_per_configuration_inside_a_pack(ray_session, study_file, tmp_path):
+    """One pack of 8: its members are stopped at rung epochs exactly as AshaRungs decides when
+    fed their rung values in the order the pack asked (epoch by epoch, member by member)."""
+    study = load_study(
+        study_file(
+            {
+                "train": {"epochs": 8, "checkpoint_every": 10},
+                "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                "resources": {"models_per_trial": 8},
+            },
+            optimizers={"adam": {"lr": [0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 1e-5, 1e-6]}},
+        )
+    )
+    summary = run_study(study, RunOptions(results=str(tmp_path / "asha")))
+    trials, epochs = tables(summary.out)
+    assert_exact(trials, epochs, 8)
+    assert trials.pack_id.nunique() == 1
+    order = [p["trial_id"] for p in expand_grid(study)]
+    asha = AshaRungs(max_t=8, grace_period=1, reduction_factor=2, mode="min")
+    expected_stop: dict[str, int] = {}
+    for epoch in asha.rungs:
+        for tid in order:
+            row = epochs[(epochs.trial_id == tid) & (epochs.epoch == epoch)]
+            if tid in expected_stop or row.empty:
+                continue
+            if not asha.decide(tid, epoch, row.val_loss.item()):
+                expected_stop[tid] = epoch
+    t = trials.set_index("trial_id")
+    stopped = t[t.status == "early_stopped"]
+    assert dict(stopped.epochs_run) == expected_stop and expected_stop
+    assert set(stopped.epochs_run) <= set(asha.rungs)
+    assert (t.drop(index=list(expected_stop)).status == "completed").all()
+    assert stopped.test_loss.isna().all()  # no test metrics without all epochs
