@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,9 +85,8 @@ def study_dir(study: StudyConfig, opts: RunOptions) -> str:
 
 # ---- checks before anything starts ------------------------------------------------------------
 def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
-    """Load the data and run every check that needs no Ray. Nothing is started or written."""
-    dataset = load_dataset(study.data)
-    check_study_against_data(study, dataset.n_train)
+    """Run every check that needs neither Ray nor the data, then start loading the data in a
+    background thread (while Ray starts: see ``loaded``). Nothing is started or written."""
     out = study_dir(study, opts)
     if opts.address is None:
         _check_fits_locally(study, opts)
@@ -96,7 +96,21 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
         _check_writable(out)
     if not resume:
         _check_fresh(out, study)
-    return dataset, out
+    if os.path.exists(lock_path(out)):  # refuse a directory in use before Ray starts
+        with results_lock(lock_path(out), out):
+            pass
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlp-sweep-data")
+    loading = loader.submit(load_dataset, study.data)
+    loader.shutdown(wait=False)
+    return loading, out
+
+
+def loaded(loading: Future, study: StudyConfig):
+    """The dataset prepare() started loading, checked against the study (DataError or
+    ConfigError as if it had been loaded here; nothing has been written yet)."""
+    dataset = loading.result()
+    check_study_against_data(study, dataset.n_train)
+    return dataset
 
 
 def _check_fits_locally(study: StudyConfig, opts: RunOptions) -> None:
@@ -219,12 +233,21 @@ def _check_cluster_gpus(study: StudyConfig, opts: RunOptions) -> None:
 
 
 # ---- the run --------------------------------------------------------------------------------
+@contextmanager
+def _loaded_then_locked(loading: Future, study: StudyConfig, out: str) -> Iterator:
+    """The loaded dataset, inside the results directory's lock (the lock file is the first
+    thing written, so bad data stops the run before it)."""
+    dataset = loaded(loading, study)
+    with results_lock(lock_path(out), out):
+        yield dataset
+
+
 def run_study(
     study: StudyConfig, opts: RunOptions, *, callbacks: Sequence[tune.Callback] = ()
 ) -> RunSummary:
     """Validate, then run the whole grid on Ray Tune, streaming results into Parquet."""
-    dataset, out = prepare(study, opts)
-    with ray_session(opts), results_lock(lock_path(out), out):
+    loading, out = prepare(study, opts)
+    with ray_session(opts), _loaded_then_locked(loading, study, out) as dataset:
         _check_cluster_gpus(study, opts)
         storage.makedirs(out)
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
@@ -252,9 +275,9 @@ def resume_study(
 ) -> RunSummary:
     """Finish an interrupted run from its results directory, with Ray's own Tuner.restore."""
     study = load_saved_study(out)
-    dataset, _ = prepare(study, opts, resume=True)
+    loading, _ = prepare(study, opts, resume=True)
     experiment = storage.join(out, RAY_DIR)
-    with results_lock(lock_path(out), out), ray_session(opts):
+    with ray_session(opts), _loaded_then_locked(loading, study, out) as dataset:
         fs, path = storage.resolve(experiment)
         if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
             raise ConfigError(f"results: no Ray experiment to resume in {experiment}")

@@ -3,6 +3,7 @@ status, and Ctrl-C followed by resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,21 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started for a study that should have been rejected")
 
     monkeypatch.setattr(runner, "ray_session", refuse)
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    """Ray starts while the data loads (nothing is written then): stand in for it, so that a
+    data error is seen after 'Ray started' without starting one."""
+    started = []
+
+    @contextlib.contextmanager
+    def session(opts):
+        started.append(opts)
+        yield
+
+    monkeypatch.setattr(runner, "ray_session", session)
+    return started
 
 
 def run_rejected(args, capsys) -> str:
@@ -79,7 +95,7 @@ def test_bad_study_exits_2_naming_the_field_and_writes_nothing(case, tmp_path, c
     assert not results.exists()
 
 
-def test_errors_that_need_the_data_or_the_results_dir(study_file, tmp_path, capsys, no_ray):
+def test_errors_that_need_the_data_or_the_results_dir(study_file, tmp_path, capsys, fake_ray):
     results = tmp_path / "results"
     # batch size larger than the training split (digits: 1257 rows)
     err = run_rejected(
@@ -114,7 +130,8 @@ def test_errors_that_need_the_data_or_the_results_dir(study_file, tmp_path, caps
     blocker.write_text("x")
     err = run_rejected(["run", str(study_file()), "--results", str(blocker / "sub")], capsys)
     assert "results" in err and str(blocker) in err
-    assert not results.exists()
+    assert not results.exists()  # nothing written, though Ray (a stand-in) was up meanwhile
+    assert len(fake_ray) == 3  # the three data errors; the results directory is checked first
 
 
 def test_results_dir_holding_a_different_study_is_refused(study_file, tmp_path, capsys, no_ray):
