@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:
-        print(f"error: {exc}{_address_origin(args, exc)}", file=sys.stderr)
+        message = " ".join(f"{exc}{_address_origin(args, exc)}".split())  # one line, always
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"interrupted ({signals.describe()})", file=sys.stderr)

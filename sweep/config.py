@@ -40,6 +40,7 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _MAX_SEED = 2**32 - 1  # numpy's seed range
+_MAX_SEED_COUNT = 100_000  # a count, expanded to a list of seeds
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,12 @@ def _show(value: Any) -> str:
     return " ".join(repr(value).split())
 
 
+def _key(key: Any) -> str:
+    """A mapping key as written, quoted when it is not a plain printable name."""
+    plain = isinstance(key, str) and key.isprintable() and key.strip() == key != ""
+    return key if plain else repr(key)
+
+
 def _fail(where: str, problem: str, value: Any = ...) -> NoReturn:
     got = "" if value is ... else f", got {_show(value)}"
     raise ConfigError(f"{where}: {problem}{got}")
@@ -352,7 +359,7 @@ def _mapping(where: str, value: Any, keys: Sequence[str], required: Sequence[str
     prefix = f"{where}." if where else ""
     for key in value:
         if key not in keys:
-            _fail(f"{prefix}{key}", f"unknown key (valid: {_valid(keys)})")
+            _fail(f"{prefix}{_key(key)}", f"unknown key (valid: {_valid(keys)})")
     for key in required:
         if key not in value:
             _fail(f"{prefix}{key}", "required field missing")
@@ -613,6 +620,8 @@ def _parse_seeds(raw: Any) -> tuple[int, ...]:
         _fail("search.seeds", "expected a count or a list of seeds", raw)
     if raw < 1:
         _fail("search.seeds", "the number of seeds must be >= 1", raw)
+    if raw > _MAX_SEED_COUNT:
+        _fail("search.seeds", f"the number of seeds must be <= {_MAX_SEED_COUNT}", raw)
     return tuple(range(raw))
 
 
