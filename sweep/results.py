@@ -98,6 +98,7 @@ def trials_schema(hp_columns: Mapping[str, type]) -> pa.Schema:
     return pa.schema(fields[:at] + extra + fields[at:])
 
 
+_ENDS_IN_RESULT = ("completed", "diverged", "early_stopped")
 _BEST = {"val_loss": min, "val_acc": max, "val_rmse": min}
 
 
@@ -147,7 +148,10 @@ class ResultsWriter:
         trial = self._trials.setdefault(trial_id, {"status": "running", "error": None})
         trial["last"] = dict(metrics)
         if trial["status"] != "error":
-            trial["status"] = "running"
+            # A configuration's last result says how it ended (completed, diverged or
+            # early_stopped), so a journal whose end line was cut short still knows.
+            status = metrics.get("status")
+            trial["status"] = status if status in _ENDS_IN_RESULT else "running"
         self._dirty = True
         self.maybe_flush()
 

@@ -45,6 +45,7 @@ from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.jsonl"
+SNAPSHOT_EVERY_STEP_UP_TO = 2000  # configurations; beyond, Tune's own snapshot period
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,11 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
         line = f"{verb} {study.name}: {total} configurations -> {out}"
         print(line, file=opts.progress, flush=True)
     tune_fixes.apply()
+    if total <= SNAPSHOT_EVERY_STEP_UP_TO and "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ:
+        # Tune snapshots the experiment every 10 s or more by default, while packs may write
+        # several checkpoints a second: a killed driver's snapshot would name a checkpoint
+        # already deleted. Snapshotting every step keeps it at most one checkpoint behind.
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
     try:
@@ -420,7 +426,9 @@ def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
         callbacks=callbacks,
         verbose=1 if opts.verbose else 0,
         failure_config=tune.FailureConfig(max_failures=study.train.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, with the experiment snapshot written every step (see _fit): a driver killed
+        # between a new checkpoint and the next snapshot resumes from the one before it.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
 
 

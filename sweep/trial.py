@@ -139,7 +139,7 @@ def run_pack(config: dict, payload: dict | None = None) -> None:
             trainer.stop(stopped, "early_stopped")
             for (m, _), member in zip(records, members, strict=True):
                 if m in stopped:
-                    member["end"] = "early_stopped"
+                    member["end"] = member["status"] = "early_stopped"
         result = {"epoch": records[0][1].epoch, "members": errors + members, **static}
         errors = []
         if cuda:

@@ -140,14 +140,17 @@ class RandomKiller(threading.Thread):
 
 
 def test_trial_workers_killed_at_ten_random_moments_lose_nothing(ray_session, study_file, tmp_path):
-    epochs, every = 12, 2
+    epochs, every = 40, 2  # packed, 8 configurations train fast: long enough for 10 kills
     study = load_study(
         study_file(
             {
                 "train": {"epochs": epochs, "checkpoint_every": every, "max_failures": 20},
                 "search": {"batch_size": [8], "seeds": 2},
             },
-            optimizers={"sgd": {"lr": [0.1, 0.03], "momentum": 0.9}, "adam": {"lr": [0.01, 0.003]}},
+            optimizers={
+                "sgd": {"lr": [0.03, 0.01], "momentum": 0.9},
+                "adam": {"lr": [0.003, 0.001]},
+            },
         )
     )  # 8 configurations; 20 retries each covers every kill
     killer = RandomKiller(kills=10, seed=int(os.environ.get("KILL_SEED", "11")))
@@ -194,7 +197,10 @@ def test_an_actor_killed_between_trials_costs_the_next_trial_a_retry_not_its_run
     # alone ends that trial as error (sweep.tune_fixes), whatever max_failures says.
     study = load_study(
         study_file(
-            {"train": {"epochs": 2, "checkpoint_every": 1, "max_failures": 1}},
+            {
+                "train": {"epochs": 2, "checkpoint_every": 1, "max_failures": 1},
+                "resources": {"models_per_trial": 1},  # three Tune trials
+            },
             optimizers={"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.01]}},
         )
     )
@@ -217,10 +223,12 @@ def write_study(path: Path, changes: dict, optimizers: dict) -> Path:
 
 LONG = {
     "model": {"hidden": [64]},
-    "train": {"epochs": 12, "checkpoint_every": 2},
+    "train": {"epochs": 40, "checkpoint_every": 2},  # packed, four configurations are quick
     "search": {"batch_size": [8]},
 }
-FOUR = {"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.003, 0.001]}}
+FOUR = {"sgd": {"lr": [0.03, 0.01]}, "adam": {"lr": [0.003, 0.001]}}
+# Five driver kills, each after some training: packed, four configurations train ~10 epochs/s.
+LONGER = merge(LONG, {"train": {"epochs": 150}})
 
 
 def env() -> dict[str, str]:
@@ -293,7 +301,7 @@ def test_stop_signal_flushes_says_how_to_resume_and_exits_128_plus_signal(
     epochs = pq.read_table(out / "epochs.parquet").to_pandas()
     reported = {(e["trial_id"], e["epoch"]) for e in journal(out)}
     assert set(zip(epochs.trial_id, epochs.epoch, strict=True)) == reported  # flushed
-    assert len(reported) < 4 * 12  # stopped mid-run
+    assert len(reported) < 4 * 40  # stopped mid-run
     assert (out / "journal.lock").read_text() == ""  # the lock was released
 
 
@@ -302,7 +310,7 @@ def test_driver_killed_five_times_then_resume_gives_exact_tables(tmp_path):
     refused, each resume takes over the dead driver's lock, and a damaged table and a cut
     journal line before the last resume are repaired from the journal."""
     rng = random.Random(int(os.environ.get("KILL_SEED", "5")))
-    study = write_study(tmp_path / "study.yaml", LONG, FOUR)
+    study = write_study(tmp_path / "study.yaml", LONGER, FOUR)
     results, out = tmp_path / "r", tmp_path / "r" / "tiny"
     first = ["run", str(study), "--results", str(results), "--num-cpus", "2"]
     seen, pids = 0, []
@@ -336,7 +344,7 @@ def test_driver_killed_five_times_then_resume_gives_exact_tables(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "skipped 1 damaged line" in done.stderr
-    found = assert_exact(out, n_trials=4, n_epochs=12, checkpoint_every=2, resumed=True)
+    found = assert_exact(out, n_trials=4, n_epochs=150, checkpoint_every=2, resumed=True)
     assert any(got > 1 for _, got, _ in found), f"no re-run went on from a checkpoint: {found}"
 
 
@@ -361,4 +369,4 @@ def test_a_cluster_left_by_ray_start_is_not_joined_without_an_address(tmp_path):
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "1/1 trials done" in done.stderr
+    assert "1/1 configurations done" in done.stderr
