@@ -118,6 +118,36 @@ def _view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return (values if values.dtype == torch.bool else values.to(like.dtype)).view(shape)
 
 
+def _coefficient(values: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """values (K,) as one Python float when all are equal, else as a (K, 1, ...) tensor."""
+    if values.dtype != torch.bool and bool((values == values[0]).all()):
+        return float(values[0])
+    return _view(values, like)
+
+
+# In-place updates with a coefficient that is a float (as torch.optim passes it) or a per-member
+# (K, 1) tensor; the float form is the very op torch.optim runs.
+def _add_(target: torch.Tensor, a: torch.Tensor, coef) -> torch.Tensor:
+    """target += coef * a."""
+    if isinstance(coef, float):
+        return target.add_(a, alpha=coef)
+    return target.addcmul_(a, coef)
+
+
+def _addcmul_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef) -> torch.Tensor:
+    """target += coef * a * b."""
+    if isinstance(coef, float):
+        return target.addcmul_(a, b, value=coef)
+    return target.addcmul_(a * coef, b)
+
+
+def _addcdiv_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef) -> torch.Tensor:
+    """target += coef * a / b."""
+    if isinstance(coef, float):
+        return target.addcdiv_(a, b, value=coef)
+    return target.addcmul_(a / b, coef)
+
+
 def _choose(mask: torch.Tensor, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
     """Per member: if_true() where mask, else if_false() (each called only when needed)."""
     if bool(mask.all()):
@@ -152,7 +182,8 @@ class StackedOptimizer:
         self._coefficients(param)
 
     def _coefficients(self, like: torch.Tensor) -> None:
-        """Per-member constants as (K, 1) tensors of like's dtype, computed once in float64."""
+        """Per-member constants, computed once in float64: a Python float where every member
+        has the same value (the usual case: a study fixes all but lr), else (K, 1) tensors."""
         hp = self.hp
         derived = {name: value for name, value in hp.items()}
         for name in ("beta1", "beta2", "alpha", "dampening"):
@@ -160,7 +191,7 @@ class StackedOptimizer:
                 derived[f"1-{name}"] = 1 - hp[name]
         if "weight_decay" in hp:
             derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
-        self.c = {name: _view(value, like) for name, value in derived.items()}
+        self.c = {name: _coefficient(value, like) for name, value in derived.items()}
 
     def _initial_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.name == "sgd":
@@ -171,7 +202,8 @@ class StackedOptimizer:
         if self.name == "rmsprop":
             names = ("square_avg", "momentum_buffer", "grad_avg")
             return {name: torch.zeros_like(param) for name in names}
-        return {"sum": torch.ones_like(param) * _view(self.hp["initial_accumulator_value"], param)}
+        init = self.hp["initial_accumulator_value"]
+        return {"sum": torch.ones_like(param) * _view(init, param)}
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
@@ -180,9 +212,10 @@ class StackedOptimizer:
         getattr(self, f"_{self.name}")(param, grad)
 
     def _decayed(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        if not bool(self.hp["weight_decay"].any()):
-            return grad
-        return grad.add(p * self.c["weight_decay"])
+        weight_decay = self.c["weight_decay"]
+        if isinstance(weight_decay, float):
+            return grad if weight_decay == 0 else grad.add(p, alpha=weight_decay)
+        return grad.add(p * weight_decay)
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         c, momentum = self.c, self.hp["momentum"]
@@ -192,12 +225,12 @@ class StackedOptimizer:
             if self.step_count == 1:
                 buf.copy_(grad)  # torch.optim starts the buffer at the first gradient
             else:
-                buf.mul_(c["momentum"]).add_(grad * c["1-dampening"])
+                _add_(buf.mul_(c["momentum"]), grad, c["1-dampening"])
             momentum_grad = _choose(
                 self.hp["nesterov"], lambda: grad + buf * c["momentum"], lambda: buf, p
             )
             grad = _choose(momentum > 0, lambda: momentum_grad, lambda: grad, p)
-        p.sub_(grad * c["lr"])
+        _add_(p, grad, -c["lr"])
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         self._adam_like(p, grad, decoupled=False)
@@ -213,23 +246,23 @@ class StackedOptimizer:
             grad = self._decayed(p, grad)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, c["1-beta1"])
-        exp_avg_sq.mul_(c["beta2"]).addcmul_(grad * c["1-beta2"], grad)
-        step_size = _view(hp["lr"] / (1 - hp["beta1"] ** step), p)
-        bias_correction2_sqrt = _view(torch.sqrt(1 - hp["beta2"] ** step), p)
+        _addcmul_(exp_avg_sq.mul_(c["beta2"]), grad, grad, c["1-beta2"])
+        step_size = _coefficient(hp["lr"] / (1 - hp["beta1"] ** step), p)
+        bias_correction2_sqrt = _coefficient(torch.sqrt(1 - hp["beta2"] ** step), p)
 
         def amsgrad() -> torch.Tensor:
             torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             return state["max_exp_avg_sq"]
 
         second = _choose(hp["amsgrad"], amsgrad, lambda: exp_avg_sq, p)
-        denom = (second.sqrt() / bias_correction2_sqrt).add_(c["eps"])
-        p.addcdiv_(exp_avg * step_size, denom, value=-1)
+        denom = second.sqrt().div_(bias_correction2_sqrt).add_(c["eps"])
+        _addcdiv_(p, exp_avg, denom, -step_size)
 
     def _rmsprop(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         hp, c, state = self.hp, self.c, self.state
         grad = self._decayed(p, grad)
         square_avg = state["square_avg"]
-        square_avg.mul_(c["alpha"]).addcmul_(grad * c["1-alpha"], grad)
+        _addcmul_(square_avg.mul_(c["alpha"]), grad, grad, c["1-alpha"])
 
         def centered() -> torch.Tensor:
             state["grad_avg"].lerp_(grad, c["1-alpha"])
@@ -240,18 +273,18 @@ class StackedOptimizer:
             buf = state["momentum_buffer"]
             buf.mul_(c["momentum"]).addcdiv_(grad, avg)
             direction = _choose(hp["momentum"] > 0, lambda: buf, lambda: grad / avg, p)
-            p.sub_(direction * c["lr"])
+            _add_(p, direction, -c["lr"])
         else:
-            p.addcdiv_(grad * c["lr"], avg, value=-1)
+            _addcdiv_(p, grad, avg, -c["lr"])
 
     def _adagrad(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         hp, c = self.hp, self.c
         grad = self._decayed(p, grad)
-        clr = _view(hp["lr"] / (1 + (self.step_count - 1) * hp["lr_decay"]), p)
+        clr = _coefficient(hp["lr"] / (1 + (self.step_count - 1) * hp["lr_decay"]), p)
         state_sum = self.state["sum"]
         state_sum.addcmul_(grad, grad)
         std = state_sum.sqrt().add_(c["eps"])
-        p.addcdiv_(grad * clr, std, value=-1)
+        _addcdiv_(p, grad, std, -clr)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the members at rows (a LongTensor of positions in the stack)."""
