@@ -45,6 +45,7 @@ from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.jsonl"
+SPACE_FILE = "param_space.json"  # the packs and fixed part, as given to Tune
 SNAPSHOT_EVERY_STEP_UP_TO = 2000  # configurations; beyond, Tune's own snapshot period
 
 
@@ -262,9 +263,12 @@ def run_study(
             output_size=dataset.n_outputs,
             slots=_trial_slots(study),
         )
+        space = {**space, "fixed": fixed_params(study, out)}
+        # Tuner.restore (Ray 2.60) forgets the param space unless it is given again: keep it.
+        storage.write_bytes_atomic(storage.join(out, SPACE_FILE), json.dumps(space).encode())
         tuner = tune.Tuner(
             _trainable(study, dataset),
-            param_space={**space, "fixed": fixed_params(study, out)},
+            param_space=space,
             tune_config=_tune_config(),
             run_config=_run_config(study, out, opts, every),
         )
@@ -285,6 +289,7 @@ def resume_study(
         tuner = tune.Tuner.restore(
             experiment if _is_local(experiment) else path,
             trainable=_trainable(study, dataset),
+            param_space=_saved_space(out),
             resume_unfinished=True,
             resume_errored=False,
             storage_filesystem=_fs_or_none(experiment),
@@ -300,6 +305,13 @@ def resume_study(
             *callbacks,
         ]
         return _fit(tuner, study, out, opts, writer_cb, watch, resumed=True)
+
+
+def _saved_space(out: str) -> dict | None:
+    """The param space run_study gave Tune (restore loses it otherwise: its trials not yet
+    created would come without their fixed part); None for results written before it was kept."""
+    path = storage.join(out, SPACE_FILE)
+    return json.loads(storage.read_bytes(path)) if storage.exists(path) else None
 
 
 def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) -> RunSummary:

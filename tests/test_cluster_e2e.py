@@ -222,7 +222,8 @@ def test_trials_run_on_both_nodes_and_tables_are_complete(cluster, tmp_path):
     worker, head = cluster.ensure_worker(), cluster.head
     study = write_study(
         tmp_path / "study.yaml",
-        {"name": "two-nodes", "train": {"epochs": 3}},
+        # four Tune trials (one configuration each) for two one-CPU nodes
+        {"name": "two-nodes", "train": {"epochs": 3}, "resources": {"models_per_trial": 1}},
         optimizers={"sgd": {"lr": [0.1, 0.05], "momentum": 0.9}, "adam": {"lr": [0.01, 0.003]}},
     )
     done = run_cli(

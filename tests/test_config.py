@@ -341,8 +341,8 @@ def test_default_study_is_the_study_the_issue_asks_for() -> None:
     assert len(study.search.seeds) == 3
     assert study.model.hidden == (128, 64)
     assert (study.train.epochs, study.train.metric) == (20, "val_loss")
-    assert (study.scheduler.type, study.scheduler.grace_period) == ("asha", 2)
-    assert study.scheduler.reduction_factor == 3
+    assert study.scheduler.type == "none"  # the full grid: packed, it needs no ASHA to be quick
+    assert (study.train.select, study.resources.models_per_trial) == ("best_epoch", "auto")
     assert (study.resources.cpus_per_trial, study.resources.gpus_per_trial) == (1, 0)
     optimizers = {opt.name: opt for opt in study.search.optimizers}
     assert {"sgd", "adam", "rmsprop"} <= set(optimizers)
@@ -350,6 +350,18 @@ def test_default_study_is_the_study_the_issue_asks_for() -> None:
     for opt in optimizers.values():
         assert len(opt.lrs) >= 5
         assert max(opt.lrs) / min(opt.lrs) >= 100, f"{opt.name} LRs span < 2 decades"
+
+
+def test_asha_study_is_large_enough_for_cutting_to_pay() -> None:
+    study = load_study(CONFIGS / "asha.yaml")
+    assert (study.scheduler.type, study.scheduler.grace_period) == ("asha", 2)
+    assert study.scheduler.reduction_factor == 3 and study.train.epochs == 30
+    configurations = (
+        sum(len(o.lrs) for o in study.search.optimizers)
+        * len(study.search.batch_sizes)
+        * len(study.search.seeds)
+    )
+    assert configurations == 192
 
 
 def test_smoke_study_is_tiny() -> None:

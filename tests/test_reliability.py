@@ -81,6 +81,8 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started for a study that should have been rejected")
 
     monkeypatch.setattr(runner, "ray_session", refuse)
+    # As in a fresh CLI process: the suite's shared in-process Ray session is not this run's.
+    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
 
 
 @pytest.mark.parametrize(
