@@ -27,6 +27,7 @@ if "RAY_ADDRESS" not in os.environ:
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
@@ -288,7 +289,24 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
     if watch.timed_out:
         raise watch.error(out)
     summary = RunSummary(out=out, total=total, statuses=counts, interrupted=False)
+    if summary.done >= total:
+        _prune_checkpoints(out)
     return dataclasses.replace(summary, interrupted=summary.done < total)
+
+
+def _prune_checkpoints(out: str) -> None:
+    """Keep only the last checkpoint of each trial (nothing will resume from the others)."""
+    fs, root = storage.resolve(storage.join(out, RAY_DIR))
+    selector = pafs.FileSelector(root, allow_not_found=True)
+    for trial_dir in (i for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory):
+        found = fs.get_file_info(pafs.FileSelector(trial_dir.path, allow_not_found=True))
+        checkpoints = sorted(
+            i.path
+            for i in found
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+        )
+        for path in checkpoints[:-1]:
+            fs.delete_dir(path)
 
 
 def _forced_stop(writer_cb: ResultsCallback, out: str, opts: RunOptions) -> None:
@@ -347,7 +365,11 @@ def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
         callbacks=callbacks,
         verbose=1 if opts.verbose else 0,
         failure_config=tune.FailureConfig(max_failures=study.train.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Every checkpoint is kept while the run goes on: Tune deletes the one before as soon as
+        # a new one registers, but its experiment snapshot reaches storage later, so a killed
+        # driver's snapshot can name a deleted checkpoint and its trial could never resume.
+        # _prune_checkpoints keeps only the last of each trial once the run is complete.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
 
 

@@ -61,8 +61,10 @@ values = st.one_of(
     scalars,
     st.recursive(
         scalars,
-        lambda children: st.lists(children, max_size=6)
-        | st.dictionaries(st.text(max_size=12), children, max_size=6),
+        lambda children: (
+            st.lists(children, max_size=6)
+            | st.dictionaries(st.text(max_size=12), children, max_size=6)
+        ),
         max_leaves=25,
     ),
     st.lists(st.floats(min_value=1e-6, max_value=1.0), min_size=500, max_size=3000),
