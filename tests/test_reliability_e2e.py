@@ -118,18 +118,40 @@ def trial_workers() -> list[int]:
     ]
 
 
-class RandomKiller(threading.Thread):
-    """SIGKILLs a random trial worker at random moments until it has killed ``kills`` times."""
+class LastEpoch(tune.Callback):
+    """The epoch of the trial each worker process is training (pid -> epoch; 0 once it ended)."""
 
-    def __init__(self, kills: int, seed: int) -> None:
+    def __init__(self) -> None:
+        self.by_pid: dict[int, int] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        running = result.get("status") == "running"
+        self.by_pid[result["pid"]] = result["epoch"] if running else 0
+
+
+class RandomKiller(threading.Thread):
+    """SIGKILLs a trial worker at random moments until it has killed ``kills`` times: any worker
+    (starting, training, idle between trials), and every other time one already past its first
+    checkpoint, so that retries from a checkpoint are among the kills."""
+
+    def __init__(self, kills: int, seed: int, progress: LastEpoch, past: int) -> None:
         super().__init__(daemon=True)
         self.kills, self.rng = kills, random.Random(seed)
+        self.progress, self.past = progress, past
         self.killed: list[int] = []
         self.done = threading.Event()
+
+    def by_pid(self, pid: int) -> int:
+        return self.progress.by_pid.get(pid, 0)
 
     def run(self) -> None:
         while len(self.killed) < self.kills and not self.done.wait(self.rng.uniform(0.2, 1.5)):
             workers = trial_workers()
+            if len(self.killed) % 2:  # wait (a little) for a worker past its checkpoint
+                for _ in range(100):
+                    workers = [p for p in trial_workers() if self.by_pid(p) > self.past]
+                    if workers or self.done.wait(0.05):
+                        break
             if workers:
                 victim = self.rng.choice(workers)
                 try:
@@ -150,16 +172,18 @@ def test_trial_workers_killed_at_ten_random_moments_lose_nothing(ray_session, st
             optimizers={"sgd": {"lr": [0.1, 0.03], "momentum": 0.9}, "adam": {"lr": [0.01, 0.003]}},
         )
     )  # 8 configurations; 20 retries each covers every kill
-    killer = RandomKiller(kills=10, seed=int(os.environ.get("KILL_SEED", "11")))
+    progress = LastEpoch()
+    seed = int(os.environ.get("KILL_SEED", "11"))
+    killer = RandomKiller(kills=10, seed=seed, progress=progress, past=every)
     killer.start()
     try:
-        summary = run_study(study, RunOptions(results=str(tmp_path / "r")))
+        summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[progress])
     finally:
         killer.done.set()
         killer.join(timeout=10)
     assert len(killer.killed) >= 10, f"the run ended after {len(killer.killed)} kills"
     found = assert_exact(Path(summary.out), n_trials=8, n_epochs=epochs, checkpoint_every=every)
-    assert any(want > 1 for _, _, want in found)  # some retry went on from a checkpoint
+    assert any(want > 1 for _, _, want in found), found  # some retry went on from a checkpoint
 
 
 class KillReusedActor(tune.Callback):
@@ -265,6 +289,7 @@ def finish(proc: subprocess.Popen, timeout_s: float = 120) -> str:
             proc.wait()
 
 
+@pytest.mark.timeout(240 + 120 + 60)  # longer than the waits below, added up
 @pytest.mark.parametrize(
     "signum, code, group",
     [(signal.SIGTERM, 143, True), (signal.SIGHUP, 129, False)],
@@ -297,6 +322,7 @@ def test_stop_signal_flushes_says_how_to_resume_and_exits_128_plus_signal(
     assert (out / "journal.lock").read_text() == ""  # the lock was released
 
 
+@pytest.mark.timeout(5 * (240 + 120 + 120) + 400 + 60)  # the waits below, added up
 def test_driver_killed_five_times_then_resume_gives_exact_tables(tmp_path):
     """SIGKILL the driver at 5 random points of the run (resume after each); meanwhile a second
     writer is refused, each resume takes over the dead driver's lock with a note, and a damaged
