@@ -26,6 +26,10 @@ if "RAY_ADDRESS" not in os.environ:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Tune's experiment snapshot (what resume restores) at most every 2 s, not "auto" (10 s or more):
+# with every checkpoint kept, no checkpoint forces one, and a killed driver's resume starts from
+# the checkpoints its last snapshot names.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402

@@ -182,8 +182,8 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     study = study_file(
         {
             "model": {"hidden": [64]},
-            "train": {"epochs": 20, "checkpoint_every": 2},
-            "search": {"batch_size": [16]},
+            "train": {"epochs": 40, "checkpoint_every": 2},
+            "search": {"batch_size": [8]},
         },
         optimizers={"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.003, 0.001]}},
     )
@@ -200,6 +200,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     )
     try:
         wait_for_epochs(out / "journal.jsonl", at_least=6)  # some trial is past its checkpoint
+        time.sleep(3)  # and Tune's experiment snapshot (every 2 s) has seen it
         if stop == "ctrl_c":
             proc.send_signal(signal.SIGINT)
         else:
@@ -220,7 +221,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
         )  # flushed on the way out
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert len(reported) < 4 * 20  # stopped while trials were running
+    assert len(reported) < 4 * 40  # stopped while trials were running
 
     done = subprocess.run(
         sweep_command("resume", str(out), "--num-cpus", "2"),
@@ -236,7 +237,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     assert (trials.status == "completed").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert sorted(zip(epochs.trial_id, epochs.epoch, strict=True)) == sorted(
-        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 21)
+        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 41)
     )
     assert reported <= set(zip(epochs.trial_id, epochs.epoch, strict=True))  # nothing lost
     # Resumed trials go on from a checkpoint (every 2 epochs), at most the last one reported.
