@@ -16,7 +16,7 @@ RESULTS ?= results
 # Local runs keep every Ray process on 127.0.0.1 (see README, "Loopback").
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: install install-test sweep test smoke lint bench clean
+.PHONY: install install-test sweep test smoke lint bench mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ bench: install-test
 	$(PY) benchmarks/train_loop.py
 	$(PY) benchmarks/sweep_vs_loop.py
 	$(PY) benchmarks/analysis_scale.py
+	$(PY) benchmarks/driver_scale.py
+
+# Mutation testing of the core modules (minutes per module; prints the killed-mutant rate).
+mutation: install-test
+	$(PY) -m pip install -q -e '.[mutation]'
+	$(PY) benchmarks/mutation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

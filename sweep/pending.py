@@ -103,6 +103,6 @@ class PendingWatch(tune.Callback):
     def error(self, out: str) -> PendingTimeout:
         """The one-line error once the run was stopped."""
         return PendingTimeout(
-            f"{self.note} for {self.timeout_s:g}s (--pending-timeout); stopped. Add a node that "
-            f"can hold a trial or lower resources in the study, then: python -m sweep resume {out}"
+            f"{self.note} for {self.timeout_s:g}s (--pending-timeout); stopped. Once a node "
+            f"that can hold a trial is up: python -m sweep resume {out}"
         )

@@ -27,7 +27,12 @@ if "RAY_ADDRESS" not in os.environ:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Tune's experiment snapshot (what resume restores) at most every 2 s, not "auto" (10 s or more):
+# with every checkpoint kept, no checkpoint forces one, and a killed driver's resume starts from
+# the checkpoints its last snapshot names.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
+import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import FIFOScheduler  # noqa: E402
@@ -46,7 +51,6 @@ from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.jsonl"
 SPACE_FILE = "param_space.json"  # the packs and fixed part, as given to Tune
-SNAPSHOT_EVERY_STEP_UP_TO = 2000  # configurations; beyond, Tune's own snapshot period
 
 
 @dataclass(frozen=True)
@@ -321,11 +325,6 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
         line = f"{verb} {study.name}: {total} configurations -> {out}"
         print(line, file=opts.progress, flush=True)
     tune_fixes.apply()
-    if total <= SNAPSHOT_EVERY_STEP_UP_TO and "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ:
-        # Tune snapshots the experiment every 10 s or more by default, while packs may write
-        # several checkpoints a second: a killed driver's snapshot would name a checkpoint
-        # already deleted. Snapshotting every step keeps it at most one checkpoint behind.
-        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
     try:
@@ -339,7 +338,24 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
     if watch.timed_out:
         raise watch.error(out)
     summary = RunSummary(out=out, total=total, statuses=counts, interrupted=False)
+    if summary.done >= total:
+        _prune_checkpoints(out)
     return dataclasses.replace(summary, interrupted=summary.done < total)
+
+
+def _prune_checkpoints(out: str) -> None:
+    """Keep only the last checkpoint of each trial (nothing will resume from the others)."""
+    fs, root = storage.resolve(storage.join(out, RAY_DIR))
+    selector = pafs.FileSelector(root, allow_not_found=True)
+    for trial_dir in (i for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory):
+        found = fs.get_file_info(pafs.FileSelector(trial_dir.path, allow_not_found=True))
+        checkpoints = sorted(
+            i.path
+            for i in found
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+        )
+        for path in checkpoints[:-1]:
+            fs.delete_dir(path)
 
 
 def _forced_stop(writer_cb: ResultsCallback, out: str, opts: RunOptions) -> None:
@@ -438,9 +454,11 @@ def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
         callbacks=callbacks,
         verbose=1 if opts.verbose else 0,
         failure_config=tune.FailureConfig(max_failures=study.train.max_failures),
-        # Two, with the experiment snapshot written every step (see _fit): a driver killed
-        # between a new checkpoint and the next snapshot resumes from the one before it.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Every checkpoint is kept while the run goes on: Tune deletes the one before as soon as
+        # a new one registers, but its experiment snapshot reaches storage later, so a killed
+        # driver's snapshot can name a deleted checkpoint and its trial could never resume.
+        # _prune_checkpoints keeps only the last of each trial once the run is complete.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
 
 

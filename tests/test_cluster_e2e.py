@@ -244,6 +244,7 @@ def bucket_keys(endpoint: str, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
+@pytest.mark.timeout(SWEEP_TIMEOUT_S + 120 + 180 + 120)
 def test_study_on_the_cluster_with_s3_storage_then_status_and_report(
     cluster, s3_endpoint, tmp_path, monkeypatch
 ):
@@ -287,6 +288,7 @@ def test_study_on_the_cluster_with_s3_storage_then_status_and_report(
 
 
 # ---- losing a node mid-run -----------------------------------------------------------------------
+@pytest.mark.timeout(3 * SWEEP_TIMEOUT_S + 120)  # longer than the waits below, added up
 def test_trial_on_a_removed_node_resumes_on_the_head_from_its_checkpoint(cluster, tmp_path):
     worker, head = cluster.ensure_worker(), cluster.head
     epochs_per_trial = 16
@@ -342,3 +344,26 @@ def test_trial_on_a_removed_node_resumes_on_the_head_from_its_checkpoint(cluster
     results = journal_results(out)
     resumed_at = min(r["epoch"] for r in results if r["trial_id"] == moved and r["node_id"] == head)
     assert 1 < resumed_at <= epochs_per_trial and resumed_at % 2 == 1, resumed_at
+
+
+# ---- a trial that no node can hold
+def test_a_trial_no_node_can_hold_is_reported_and_stopped_after_the_pending_timeout(
+    cluster, tmp_path
+):
+    cluster.ensure_worker()  # two nodes of 1 CPU: 2 CPUs in all, but no node holds a 2-CPU trial
+    study = write_study(
+        tmp_path / "study.yaml", {"name": "too-big", "resources": {"cpus_per_trial": 2}}
+    )
+    out = tmp_path / "r" / "too-big"
+    done = run_cli(
+        ["run", str(study), "--address", cluster.address, "--results", str(tmp_path / "r")]
+        + ["--pending-timeout", "6"]
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "waiting for resources: a trial needs 2 CPU, the largest node has 1" in lines
+    assert lines[-1].startswith("error: waiting for resources: a trial needs 2 CPU")
+    assert f"is up: python -m sweep resume {out}" in lines[-1]
+    assert "Traceback" not in done.stderr
+    trials, epochs = tables(out)  # written and valid, with nothing in them
+    assert len(trials) == 0 and len(epochs) == 0

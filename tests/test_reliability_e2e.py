@@ -118,18 +118,40 @@ def trial_workers() -> list[int]:
     ]
 
 
-class RandomKiller(threading.Thread):
-    """SIGKILLs a random trial worker at random moments until it has killed ``kills`` times."""
+class LastEpoch(tune.Callback):
+    """The epoch of the trial each worker process is training (pid -> epoch; 0 once it ended)."""
 
-    def __init__(self, kills: int, seed: int) -> None:
+    def __init__(self) -> None:
+        self.by_pid: dict[int, int] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        running = result.get("status") == "running"
+        self.by_pid[result["pid"]] = result["epoch"] if running else 0
+
+
+class RandomKiller(threading.Thread):
+    """SIGKILLs a trial worker at random moments until it has killed ``kills`` times: any worker
+    (starting, training, idle between trials), and every other time one already past its first
+    checkpoint, so that retries from a checkpoint are among the kills."""
+
+    def __init__(self, kills: int, seed: int, progress: LastEpoch, past: int) -> None:
         super().__init__(daemon=True)
         self.kills, self.rng = kills, random.Random(seed)
+        self.progress, self.past = progress, past
         self.killed: list[int] = []
         self.done = threading.Event()
+
+    def by_pid(self, pid: int) -> int:
+        return self.progress.by_pid.get(pid, 0)
 
     def run(self) -> None:
         while len(self.killed) < self.kills and not self.done.wait(self.rng.uniform(0.2, 1.5)):
             workers = trial_workers()
+            if len(self.killed) % 2:  # wait (a little) for a worker past its checkpoint
+                for _ in range(100):
+                    workers = [p for p in trial_workers() if self.by_pid(p) > self.past]
+                    if workers or self.done.wait(0.05):
+                        break
             if workers:
                 victim = self.rng.choice(workers)
                 try:
@@ -153,16 +175,18 @@ def test_trial_workers_killed_at_ten_random_moments_lose_nothing(ray_session, st
             },
         )
     )  # 8 configurations; 20 retries each covers every kill
-    killer = RandomKiller(kills=10, seed=int(os.environ.get("KILL_SEED", "11")))
+    progress = LastEpoch()
+    seed = int(os.environ.get("KILL_SEED", "11"))
+    killer = RandomKiller(kills=10, seed=seed, progress=progress, past=every)
     killer.start()
     try:
-        summary = run_study(study, RunOptions(results=str(tmp_path / "r")))
+        summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[progress])
     finally:
         killer.done.set()
         killer.join(timeout=10)
     assert len(killer.killed) >= 10, f"the run ended after {len(killer.killed)} kills"
     found = assert_exact(Path(summary.out), n_trials=8, n_epochs=epochs, checkpoint_every=every)
-    assert any(want > 1 for _, _, want in found)  # some retry went on from a checkpoint
+    assert any(want > 1 for _, _, want in found), found  # some retry went on from a checkpoint
 
 
 class KillReusedActor(tune.Callback):
@@ -227,8 +251,6 @@ LONG = {
     "search": {"batch_size": [8]},
 }
 FOUR = {"sgd": {"lr": [0.03, 0.01]}, "adam": {"lr": [0.003, 0.001]}}
-# Five driver kills, each after some training: packed, four configurations train ~10 epochs/s.
-LONGER = merge(LONG, {"train": {"epochs": 150}})
 
 
 def env() -> dict[str, str]:
@@ -273,6 +295,7 @@ def finish(proc: subprocess.Popen, timeout_s: float = 120) -> str:
             proc.wait()
 
 
+@pytest.mark.timeout(240 + 120 + 60)  # longer than the waits below, added up
 @pytest.mark.parametrize(
     "signum, code, group",
     [(signal.SIGTERM, 143, True), (signal.SIGHUP, 129, False)],
@@ -305,32 +328,38 @@ def test_stop_signal_flushes_says_how_to_resume_and_exits_128_plus_signal(
     assert (out / "journal.lock").read_text() == ""  # the lock was released
 
 
+@pytest.mark.timeout(5 * (240 + 120 + 120) + 400 + 60)  # the waits below, added up
 def test_driver_killed_five_times_then_resume_gives_exact_tables(tmp_path):
-    """SIGKILL the driver at 5 random moments (resume after each); meanwhile a second writer is
-    refused, each resume takes over the dead driver's lock, and a damaged table and a cut
-    journal line before the last resume are repaired from the journal."""
+    """SIGKILL the driver at 5 random points of the run (resume after each); meanwhile a second
+    writer is refused, each resume takes over the dead driver's lock with a note, and a damaged
+    table and a cut journal line before the last resume are repaired from the journal."""
     rng = random.Random(int(os.environ.get("KILL_SEED", "5")))
-    study = write_study(tmp_path / "study.yaml", LONGER, FOUR)
+    n_epochs = 150  # packed, four configurations train ~10 epochs a second
+    study = write_study(tmp_path / "study.yaml", merge(LONG, {"train": {"epochs": n_epochs}}), FOUR)
     results, out = tmp_path / "r", tmp_path / "r" / "tiny"
     first = ["run", str(study), "--results", str(results), "--num-cpus", "2"]
+    # kill after these many journaled epochs (of 600), wherever the run then is
+    kill_at = sorted(rng.sample(range(2, 100), 5))
     seen, pids = 0, []
-    for attempt in range(5):
+    for attempt, at in enumerate(kill_at):
         args = first if attempt == 0 else ["resume", str(out), "--num-cpus", "2"]
         driver = start(args)
-        seen = wait_for_results(out, seen + 1, driver)
-        if attempt == 0:
+        wait_for_results(out, max(at, seen + 1), driver)
+        if attempt == 0:  # a second writer while the first holds the directory (held still)
+            driver.send_signal(signal.SIGSTOP)
             second = start([*first, "--exist-ok"])
             err = finish(second)
+            driver.send_signal(signal.SIGCONT)
             assert second.returncode == 2, err
             assert f"is in use by pid {driver.pid} on host" in err, err
-        time.sleep(rng.uniform(0.0, 3.0))
+        time.sleep(rng.uniform(0.0, 0.5))
         driver.kill()
         err = finish(driver)
         seen = len(journal(out))  # the next driver must add to this before it is killed
         if attempt > 0:
             assert f"took over the lock of pid {pids[-1]}" in err, err  # a note on the console
         pids.append(driver.pid)
-    assert "took over the lock of pid" in err, err  # the note, on the console
+    assert seen < 4 * n_epochs, "the run ended before the last kill"
     (out / "trials.parquet").write_bytes(b"PAR1 damaged")
     text = (out / "journal.jsonl").read_text()
     (out / "journal.jsonl").write_text(text[:-7])  # the last line cut short
@@ -343,8 +372,9 @@ def test_driver_killed_five_times_then_resume_gives_exact_tables(tmp_path):
         timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"took over the lock of pid {pids[-1]}" in done.stderr
     assert "skipped 1 damaged line" in done.stderr
-    found = assert_exact(out, n_trials=4, n_epochs=150, checkpoint_every=2, resumed=True)
+    found = assert_exact(out, n_trials=4, n_epochs=n_epochs, checkpoint_every=2, resumed=True)
     assert any(got > 1 for _, got, _ in found), f"no re-run went on from a checkpoint: {found}"
 
 

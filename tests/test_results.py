@@ -183,3 +183,59 @@ def test_load_parquet_of_a_damaged_table_is_one_error_line(tmp_path):
 
 def test_load_parquet_without_tables_loads_nothing(tmp_path):
     assert writer(tmp_path, journal=None).load_parquet() == 0
+
+
+def test_best_epoch_for_a_max_metric_takes_the_earliest_of_equal_bests(tmp_path):
+    w = ResultsWriter(str(tmp_path), hp_columns={}, metric="val_acc", mode="max")
+    for epoch, acc in [(1, 0.5), (2, 0.9), (3, 0.9), (4, float("nan")), (5, 0.7)]:
+        w.on_result("a", SGD, {**metrics(epoch, 0.5), "val_acc": acc})
+    w.on_result("b", ADAM, {**metrics(1, 0.5), "val_acc": float("nan")})
+    rows = {row["trial_id"]: row for row in w.trials_table().to_pylist()}
+    assert rows["a"]["best_epoch"] == 2 and rows["a"]["best_val_acc"] == 0.9
+    assert rows["b"]["best_epoch"] is None and rows["b"]["best_val_acc"] is None
+    assert w.best("val_acc", "max") == "val_acc 0.9 (sgd lr=0.1 bs=16)"
+
+
+def test_best_epoch_for_a_min_metric_takes_the_earliest_of_equal_bests(tmp_path):
+    w = writer(tmp_path)
+    for epoch, loss in [(1, 0.5), (2, 0.2), (3, 0.2), (4, 0.3)]:
+        w.on_result("a", SGD, metrics(epoch, loss))
+    assert w.trials_table().to_pylist()[0]["best_epoch"] == 2
+
+
+def test_last_metrics_are_the_latest_report(tmp_path):
+    w = writer(tmp_path)
+    assert w.last_metrics("a") == {}
+    w.on_result("a", SGD, metrics(1, 0.5))
+    w.on_result("a", SGD, metrics(2, 0.4, status="completed"))
+    last = w.last_metrics("a")
+    assert (last["epoch"], last["status"]) == (2, "completed")
+    last["epoch"] = 99  # a copy: the writer's record stays as it was
+    assert w.last_metrics("a")["epoch"] == 2
+
+
+def test_a_trial_that_failed_before_reporting_gets_a_row_and_replays(tmp_path):
+    w = writer(tmp_path)
+    w.on_end("a", SGD_M, "error", "RuntimeError: no CUDA")
+    w.close()
+    trials, epochs = read(tmp_path)
+    row = trials.loc["a"]
+    assert (row.status, row.error, row.epochs_run, row.hp_momentum) == (
+        "error", "RuntimeError: no CUDA", 0, 0.9
+    )  # fmt: skip
+    assert len(epochs) == 0
+    again = writer(tmp_path)
+    assert again.replay_journal() == 1
+    again.flush()
+    assert read(tmp_path)[0].loc["a"].error == "RuntimeError: no CUDA"  # the message survives
+
+
+def test_every_damaged_line_is_counted(tmp_path, caplog):
+    w = writer(tmp_path)
+    w.on_result("a", SGD, metrics(1, 0.5))
+    w.close()
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write('{"kind": "res\n{not json}\n')
+    with caplog.at_level(logging.WARNING, logger="sweep.results"):
+        assert writer(tmp_path).replay_journal() == 1
+    assert "skipped 2 damaged line(s)" in caplog.text and "journal.jsonl" in caplog.text

@@ -79,3 +79,13 @@ def test_damaged_results_are_one_error_line_and_exit_2(results, capsys, name, co
 def test_not_a_results_directory(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "not a sweep results directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["trials.parquet", "epochs.parquet"])
+def test_report_on_a_damaged_table_is_one_error_line_and_exit_2(results, capsys, name):
+    from analysis.__main__ import main as analysis_main
+
+    (results / name).write_bytes(b"PAR1 cut short")
+    assert analysis_main(["report", str(results), "--out", str(results / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and name in err and len(err.splitlines()) == 1, err

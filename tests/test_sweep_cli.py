@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, sweep_command
 from test_config import BAD_STUDIES, mutated
+from test_reliability_e2e import journal, restarts
 
 from sweep import runner
 from sweep.__main__ import EXAMPLES, main
@@ -190,6 +191,7 @@ def reported_epochs(journal) -> set[tuple[str, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240 + 120 + 400 + 120 + 60)  # longer than the waits below, added up
 @pytest.mark.parametrize("stop", ["ctrl_c", "kill"])
 def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     stop, study_file, tmp_path
@@ -197,8 +199,8 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     study = study_file(
         {
             "model": {"hidden": [64]},
-            "train": {"epochs": 20, "checkpoint_every": 2},
-            "search": {"batch_size": [16]},
+            "train": {"epochs": 40, "checkpoint_every": 2},
+            "search": {"batch_size": [8]},
         },
         optimizers={"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.003, 0.001]}},
     )
@@ -214,7 +216,8 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
         text=True,
     )
     try:
-        wait_for_epochs(out / "journal.jsonl", at_least=3)
+        wait_for_epochs(out / "journal.jsonl", at_least=6)  # some trial is past its checkpoint
+        time.sleep(3)  # and Tune's experiment snapshot (every 2 s) has seen it
         if stop == "ctrl_c":
             proc.send_signal(signal.SIGINT)
         else:
@@ -225,7 +228,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
             proc.kill()
             proc.wait()
     reported = reported_epochs(out / "journal.jsonl")
-    assert len(reported) >= 3
+    assert len(reported) >= 6
     left = pq.read_table(out / "epochs.parquet").to_pandas()  # valid Parquet either way
     if stop == "ctrl_c":
         assert proc.returncode == 130, err
@@ -235,7 +238,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
         )  # flushed on the way out
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert len(reported) < 4 * 20  # stopped while trials were running
+    assert len(reported) < 4 * 40  # stopped while trials were running
 
     done = subprocess.run(
         sweep_command("resume", str(out), "--num-cpus", "2"),
@@ -251,9 +254,13 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     assert (trials.status == "completed").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert sorted(zip(epochs.trial_id, epochs.epoch, strict=True)) == sorted(
-        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 21)
+        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 41)
     )
     assert reported <= set(zip(epochs.trial_id, epochs.epoch, strict=True))  # nothing lost
+    # Resumed trials go on from a checkpoint (every 2 epochs), at most the last one reported.
+    found = restarts(journal(out), checkpoint_every=2)
+    assert all(got <= want and got % 2 == 1 for _, got, want in found), found
+    assert any(got > 1 for _, got, _ in found), found
 
     status = subprocess.run(
         sweep_command("status", str(out)), cwd=REPO, capture_output=True, text=True, timeout=120

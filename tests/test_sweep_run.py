@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 from ray import tune
+from test_reliability_e2e import journal, restarts
 
 from sweep.config import load_study
 from sweep.results import EPOCHS_SCHEMA, RUN_FILE, STUDY_FILE, trials_schema
@@ -117,7 +120,10 @@ def test_quarter_gpus_pack_four_trials_on_one_logical_gpu(ray_session, study_fil
     t = tables(summary.out)[0].to_pandas()
     assert len(t) == 8 and (t.status == "completed").all()
     assert (t.gpu_fraction == 0.25).all()
-    assert (t.device == "cpu").all()  # a logical GPU without CUDA: the trial falls back to CPU
+    if torch.cuda.is_available():  # Ray's logical GPU is GPU 0 here: the trials use it
+        assert t.device.str.startswith("cuda").all()
+    else:  # a logical GPU without CUDA: the trial falls back to CPU
+        assert (t.device == "cpu").all()
 
 
 class KillOnce(tune.Callback):
@@ -154,6 +160,10 @@ def test_killed_trial_is_retried_from_checkpoint_and_tables_stay_exact(
     t = trials.to_pandas().set_index("pack_id")
     assert t.loc[killer.killed, "status"] == "completed"
     assert t.loc[killer.killed, "epochs_run"] == 12
+    # killed after epoch 3: the retry goes on from its last checkpoint (epoch 2 or, if the
+    # trial got that far before the kill, 4), not from epoch 1
+    [(retried, first_epoch, checkpoint_next)] = restarts(journal(Path(summary.out)), 2)
+    assert retried == killer.killed and first_epoch == checkpoint_next > 1
 
 
 def test_a_failing_trial_is_recorded_with_its_message_and_the_sweep_goes_on(

@@ -249,6 +249,45 @@ def test_zero_grad_prevents_accumulation_across_steps():
     torch.testing.assert_close(fresh, once, rtol=0, atol=0)
 
 
+def test_trainer_zeroes_gradients_between_steps():
+    """Two full-batch plain-SGD steps through Trainer land where two fresh-gradient steps land,
+    not where an accumulated gradient (g1 + g2 in the second step) would take them."""
+    import copy
+
+    data = make_data()
+    cfg = make_cfg(optimizer="sgd", lr=0.5, batch_size=data.n_train, epochs=2)
+    trainer = Trainer(cfg, data)
+    start = copy.deepcopy(trainer.model)
+    records = list(trainer.run())
+    assert [r.steps for r in records] == [1, 2]
+
+    def grads(model) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(data.x_train), data.y_train).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    fresh, accumulated = copy.deepcopy(start), copy.deepcopy(start)
+    first = grads(fresh)
+    with torch.no_grad():
+        for model in (fresh, accumulated):
+            for p, g in zip(model.parameters(), first, strict=True):
+                p -= 0.5 * g
+    second = grads(fresh)
+    with torch.no_grad():
+        for p, g in zip(fresh.parameters(), second, strict=True):
+            p -= 0.5 * g
+        for p, g1, g2 in zip(accumulated.parameters(), first, second, strict=True):
+            p -= 0.5 * (g1 + g2)
+    trained = [p.detach() for p in trainer.model.parameters()]
+    for got, want in zip(trained, fresh.parameters(), strict=True):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+    gap = max(
+        (a - b.detach()).abs().max().item()
+        for a, b in zip(trained, accumulated.parameters(), strict=True)
+    )
+    assert gap > 1e-3  # the two outcomes are far apart: the check above can tell them apart
+
+
 def test_float64_numpy_input_arrives_as_float32():
     model = build_mlp(MLPConfig(N_FEATURES, (8,), N_CLASSES))
     array = np.random.default_rng(0).normal(size=(5, N_FEATURES))  # NumPy's default: float64
