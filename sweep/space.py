@@ -9,6 +9,7 @@ configurations (1: one configuration per trial). ``auto`` packs each (optimizer,
 group whole, capped by memory (``AUTO_PACK_BYTES`` of parameters, gradients, optimizer state,
 best-epoch weights and activations, and at most ``AUTO_MAX_MEMBERS``), and splits the groups
 evenly when there are fewer of them than trials that can run at once, so that no slot idles.
+Either way the packs of one group differ in size by at most one.
 """
 
 from __future__ import annotations
@@ -86,18 +87,32 @@ def pack_grid(
     groups: dict[tuple[str, int], list[dict]] = {}
     for point in expand_grid(study):
         groups.setdefault((point["optimizer"], point["batch_size"]), []).append(point)
-    split = 1
-    if study.resources.models_per_trial == "auto" and len(groups) < slots:
-        split = math.ceil(slots / len(groups))
+    caps = [pack_cap(study, input_size, output_size, batch_size) for _, batch_size in groups]
+    auto = study.resources.models_per_trial == "auto"
+    counts = _pack_counts([len(points) for points in groups.values()], caps, slots if auto else 1)
     packs = []
-    for (_, batch_size), points in groups.items():
-        cap = pack_cap(study, input_size, output_size, batch_size)
-        count = max(split, math.ceil(len(points) / cap))
-        count = min(count, len(points))
-        size = math.ceil(len(points) / count)
-        packs.extend(points[i : i + size] for i in range(0, len(points), size))
+    for points, count in zip(groups.values(), counts, strict=True):
+        size, extra = divmod(len(points), count)  # count packs whose sizes differ by at most one
+        bounds = [i * size + min(i, extra) for i in range(count + 1)]
+        packs.extend(points[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     packs.sort(key=lambda members: (members[0]["batch_size"], -len(members)))
     return [{"id": i, "members": members} for i, members in enumerate(packs)]
+
+
+def _pack_counts(sizes: list[int], caps: list[int], slots: int) -> list[int]:
+    """How many packs each group becomes: as few as its cap allows, or ceil(slots / groups)
+    when there are fewer groups than slots; if small groups leave slots idle even so, the
+    largest packs split further while a configuration could fill a slot."""
+    split = math.ceil(slots / len(sizes)) if len(sizes) < slots else 1
+    counts = [min(n, max(split, math.ceil(n / cap))) for n, cap in zip(sizes, caps, strict=True)]
+    for _ in range(slots):  # bounded: each pass adds a pack or stops
+        if sum(counts) >= slots:
+            break
+        largest = max(range(len(sizes)), key=lambda g: sizes[g] / counts[g])
+        if counts[largest] == sizes[largest]:
+            break  # every pack holds one configuration
+        counts[largest] += 1
+    return counts
 
 
 def param_space(
