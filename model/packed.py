@@ -239,8 +239,12 @@ class StackedOptimizer:
         if bool(hp["momentum"].any()):
             buf = state["momentum_buffer"]
             buf.mul_(c["momentum"]).addcdiv_(grad, avg)
-            direction = _choose(hp["momentum"] > 0, lambda: buf, lambda: grad / avg, p)
-            p.sub_(direction * c["lr"])
+            # members without momentum round as below and as torch.optim does, (lr * grad) / avg,
+            # so their numbers do not depend on whether a neighbour in the pack has momentum
+            update = _choose(
+                hp["momentum"] > 0, lambda: buf * c["lr"], lambda: grad * c["lr"] / avg, p
+            )
+            p.sub_(update)
         else:
             p.addcdiv_(grad * c["lr"], avg, value=-1)
 
