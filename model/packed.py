@@ -272,10 +272,14 @@ class StackedOptimizer:
         if bool(hp["momentum"].any()):
             buf = state["momentum_buffer"]
             buf.mul_(c["momentum"]).addcdiv_(grad, avg)
-            direction = _choose(hp["momentum"] > 0, lambda: buf, lambda: grad / avg, p)
-            _add_(p, direction, -c["lr"])
+            # members without momentum round as below, (lr * grad) / avg, so their numbers do
+            # not depend on whether a neighbour in the pack has momentum
+            update = _choose(
+                hp["momentum"] > 0, lambda: buf * c["lr"], lambda: grad * c["lr"] / avg, p
+            )
+            p.sub_(update)
         else:
-            _addcdiv_(p, grad, avg, -c["lr"])
+            p.addcdiv_(grad * c["lr"], avg, value=-1)
 
     def _adagrad(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         hp, c = self.hp, self.c

@@ -652,7 +652,8 @@ def _plain(member: dict) -> dict:
 
 def _points(trial) -> dict[str, dict]:
     """trial_id -> grid point of every configuration in a Tune trial's pack."""
-    return {point["trial_id"]: point for point in trial.config[PACK_KEY]["members"]}
+    members = (trial.config.get(PACK_KEY) or {}).get("members", [])  # never raise in a callback
+    return {point["trial_id"]: point for point in members}
 
 
 def _error_text(trial) -> str:
