@@ -125,7 +125,8 @@ class LastEpoch(tune.Callback):
         self.by_pid: dict[int, int] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        running = result.get("status") == "running"
+        # a pack's result holds one record per configuration: it runs while one of them does
+        running = any(m.get("status") == "running" for m in result.get("members", [result]))
         self.by_pid[result["pid"]] = result["epoch"] if running else 0
 
 
@@ -162,7 +163,7 @@ class RandomKiller(threading.Thread):
 
 
 def test_trial_workers_killed_at_ten_random_moments_lose_nothing(ray_session, study_file, tmp_path):
-    epochs, every = 40, 2  # packed, 8 configurations train fast: long enough for 10 kills
+    epochs, every = 150, 2  # packed, 8 configurations train fast: long enough for 10 kills
     study = load_study(
         study_file(
             {
