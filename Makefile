@@ -50,6 +50,7 @@ lint: install-test
 
 bench: install-test
 	$(PY) benchmarks/train_loop.py
+	$(PY) benchmarks/packing.py
 	$(PY) benchmarks/sweep_vs_loop.py
 	$(PY) benchmarks/analysis_scale.py
 	$(PY) benchmarks/driver_scale.py
