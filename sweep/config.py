@@ -41,6 +41,7 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _MAX_SEED = 2**32 - 1  # numpy's seed range
 _MAX_SEED_COUNT = 100_000  # a count, expanded to a list of seeds
+_MAX_LOGSPACE = 100_000  # learning rates of one {logspace: [low, high, n]}
 
 
 @dataclass(frozen=True)
@@ -691,6 +692,8 @@ def _logspace(where: str, raw: dict) -> tuple[float, ...]:
         _fail(f"{where}[1]", f"high must be > low ({low!r})", high)
     if n < 2:
         _fail(f"{where}[2]", "n must be >= 2", n)
+    if n > _MAX_LOGSPACE:  # expanded to a list: a huge n would fill the memory
+        _fail(f"{where}[2]", f"n must be <= {_MAX_LOGSPACE}", n)
     return logspace(low, high, n)
 
 

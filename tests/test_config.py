@@ -186,6 +186,11 @@ BAD_STUDIES: list[BadCase] = [
     _case("resources.gpus_per_trial", -0.5, "resources.gpus_per_trial: must be >= 0", "-0.5"),
     _case("resources.gpus_per_trial", 1.5, "resources.gpus_per_trial", "1.5"),
     _case("resources.cpus_per_trial", 0, "resources.cpus_per_trial: must be > 0", "got 0"),
+    _case(
+        "search.optimizers.rmsprop.lr",
+        {"logspace": [1e-5, 1e-2, 2**63]},
+        "search.optimizers.rmsprop.lr.logspace[2]: n must be <= 100000",
+    ),
     _case("resources.models_per_trial", 0, "resources.models_per_trial: must be >= 1", "got 0"),
     _case("resources.models_per_trial", "many", "resources.models_per_trial", "'many'"),
     _case("resources.models_per_trial", 2.5, "resources.models_per_trial", "2.5"),
