@@ -199,7 +199,8 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     study = study_file(
         {
             "model": {"hidden": [64]},
-            "train": {"epochs": 40, "checkpoint_every": 2},
+            # packed, four configurations train ~10 epochs a second: time for the stop to land
+            "train": {"epochs": 150, "checkpoint_every": 2},
             "search": {"batch_size": [8]},
         },
         optimizers={"sgd": {"lr": [0.1, 0.03]}, "adam": {"lr": [0.003, 0.001]}},
@@ -238,7 +239,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
         )  # flushed on the way out
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert len(reported) < 4 * 40  # stopped while trials were running
+    assert len(reported) < 4 * 150  # stopped while trials were running
 
     done = subprocess.run(
         sweep_command("resume", str(out), "--num-cpus", "2"),
@@ -254,7 +255,7 @@ def test_interrupted_sweep_resumes_to_complete_tables_without_duplicates(
     assert (trials.status == "completed").all()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     assert sorted(zip(epochs.trial_id, epochs.epoch, strict=True)) == sorted(
-        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 41)
+        (tid, epoch) for tid in trials.trial_id for epoch in range(1, 151)
     )
     assert reported <= set(zip(epochs.trial_id, epochs.epoch, strict=True))  # nothing lost
     # Resumed trials go on from a checkpoint (every 2 epochs), at most the last one reported.
