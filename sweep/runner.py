@@ -40,6 +40,7 @@ from ray.tune.schedulers import FIFOScheduler  # noqa: E402
 from model.data import load_dataset  # noqa: E402
 from model.errors import ConfigError  # noqa: E402
 from sweep import signals, storage, tune_fixes  # noqa: E402
+from sweep.asha import AshaRungs, start_rung_record  # noqa: E402
 from sweep.cluster import check_address  # noqa: E402
 from sweep.config import StudyConfig, check_study_against_data, dump_study, parse_study  # noqa: E402
 from sweep.lock import results_lock  # noqa: E402
@@ -374,7 +375,7 @@ def fixed_params(study: StudyConfig, out: str) -> dict:
     """The part of every trial's config that the grid does not vary."""
     asha = None
     if study.scheduler.type == "asha":
-        asha = {"actor": rung_record_name(out), "rungs": list(_rungs(study))}
+        asha = {"actor": rung_record_name(out), "rungs": list(_asha_rungs(study).rungs)}
     return {
         "model": dataclasses.asdict(study.model),  # the MLPConfig fields besides the data's sizes
         "epochs": study.train.epochs,
@@ -414,15 +415,10 @@ def rung_record_name(out: str) -> str:
     return "mlp-sweep-asha-" + hashlib.sha256(out.encode()).hexdigest()[:16]
 
 
-def _rungs(study: StudyConfig) -> tuple[int, ...]:
-    from sweep.asha import AshaRungs
-
-    return _asha(study, AshaRungs).rungs
-
-
-def _asha(study: StudyConfig, cls):
+def _asha_rungs(study: StudyConfig) -> AshaRungs:
+    """The study's ASHA: max_t the epochs, its grace period, reduction factor and mode."""
     sched = study.scheduler
-    return cls(
+    return AshaRungs(
         max_t=study.train.epochs,
         grace_period=sched.grace_period,
         reduction_factor=sched.reduction_factor,
@@ -434,9 +430,7 @@ def _start_rung_record(study: StudyConfig, out: str, writer_cb: ResultsCallback)
     """Start the study's rung record, holding what earlier runs recorded (resume)."""
     if study.scheduler.type != "asha":
         return None
-    from sweep.asha import AshaRungs, start_rung_record
-
-    rungs = _asha(study, AshaRungs)
+    rungs = _asha_rungs(study)
     writer = writer_cb.ensure()
     history = writer.rung_values(study.train.metric, rungs.rungs)
     stopped = [tid for tid, status in writer.statuses().items() if status == "early_stopped"]

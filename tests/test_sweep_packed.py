@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from ray import tune
+from test_reliability_e2e import journal, restarts
+from test_sweep_run import KillOnce
 
 from model.data import load_dataset
 from sweep.asha import AshaRungs
@@ -69,25 +71,6 @@ def test_packed_and_unpacked_sweeps_give_the_same_tables(ray_session, study_file
     pd.testing.assert_series_equal(a.test_loss, b.test_loss, rtol=1e-4)
 
 
-class KillPackOnce(tune.Callback):
-    """SIGKILL a pack's worker after it reports epoch 3; record the first epoch it reports next."""
-
-    def __init__(self):
-        self.killed = None
-        self.after_kill: list[int] = []
-        self.errored = False
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.errored |= trial.trial_id == self.killed
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if trial.trial_id == self.killed:
-            self.after_kill.append(result["epoch"])
-        elif self.killed is None and result["epoch"] == 3:
-            self.killed = trial.trial_id
-            os.kill(result["pid"], signal.SIGKILL)
-
-
 def test_a_killed_pack_is_retried_from_its_checkpoint_with_all_its_members(
     ray_session, study_file, tmp_path
 ):
@@ -97,15 +80,18 @@ def test_a_killed_pack_is_retried_from_its_checkpoint_with_all_its_members(
             optimizers=OPTIMIZERS,
         )
     )
-    killer = KillPackOnce()
+    killer = KillOnce()  # SIGKILLs the first pack to report epoch 3
     summary = run_study(study, RunOptions(results=str(tmp_path / "r")), callbacks=[killer])
-    assert killer.killed and not killer.errored
-    assert killer.after_kill[0] == 3, "the retry starts from the epoch-2 checkpoint"
+    assert killer.recovered and not killer.errored
     trials, epochs = tables(summary.out)
     assert_exact(trials, epochs, 4)
     killed = trials[trials.pack_id == killer.killed]
     assert len(killed) == 2 and (killed.status == "completed").all()
     assert (killed.epochs_run == 10).all()
+    # both members go on from the pack's last checkpoint (epoch 2, or 4), not from epoch 1
+    found = restarts(journal(Path(summary.out)), checkpoint_every=2)
+    assert sorted(tid for tid, _, _ in found) == sorted(killed.trial_id)
+    assert all(first == checkpoint_next > 1 for _, first, checkpoint_next in found)
 
 
 def test_a_member_with_a_bad_value_is_an_error_and_its_pack_goes_on(
