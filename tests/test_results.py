@@ -239,3 +239,19 @@ def test_every_damaged_line_is_counted(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="sweep.results"):
         assert writer(tmp_path).replay_journal() == 1
     assert "skipped 2 damaged line(s)" in caplog.text and "journal.jsonl" in caplog.text
+
+
+@pytest.mark.parametrize("end", ["completed", "diverged", "early_stopped"])
+def test_a_lost_end_line_is_recovered_from_the_last_result(tmp_path, end):
+    """A configuration's last result says how it ended: a journal cut before its end line (or
+    a pack whose Tune trial ended already) still gives the status."""
+    w = writer(tmp_path)
+    w.on_result("a", SGD, metrics(1, 0.9))
+    w.on_result("a", SGD, metrics(2, 0.5, status=end))
+    w.close()  # no on_end: its line never reached the journal
+    replayed = writer(tmp_path)
+    replayed.replay_journal()
+    assert replayed.statuses() == {"a": end}
+    running = writer(tmp_path, journal=None)
+    running.on_result("b", ADAM, metrics(1, 0.9))
+    assert running.statuses() == {"b": "running"}
