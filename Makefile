@@ -27,8 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
+# The tests cover the optional extras too (optuna-dashboard, MLflow).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,dashboard,mlflow]'
 	touch $@
 
 install: $(VENV)/.installed

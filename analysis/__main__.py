@@ -32,10 +32,31 @@ example:
 Prints the best configuration per optimizer, the best LR per batch size, the paired
 comparison of the optimizers over seeds, the selection rule and the warnings.
 """
+OPTUNA_EXAMPLE = """\
+example:
+  python -m analysis optuna results/digits-optimizers --storage sqlite:///study.db
+  optuna-dashboard sqlite:///study.db
+
+One Optuna trial per configuration (params, one intermediate value per epoch of the study's
+metric, COMPLETE / PRUNED (early-stopped) / FAIL (diverged, error) / RUNNING, test metrics as
+user_attrs). Running it again updates the study in place; nothing is added twice.
+Needs: pip install 'mlp-sweep[dashboard]'
+"""
+DASHBOARD_EXAMPLE = """\
+example:
+  python -m analysis dashboard results/digits-optimizers --port 8080
+
+Exports the study into an Optuna storage (a temporary SQLite file unless --storage) and serves
+optuna-dashboard on 127.0.0.1: parallel coordinates, hyperparameter importance, the trial table.
+While the sweep runs, the study is exported again whenever its Parquet tables change
+(every --refresh seconds at most). Ctrl-C stops it.
+Needs: pip install 'mlp-sweep[dashboard]'
+"""
 MAIN_EXAMPLE = """\
 example:
   python -m analysis report results/digits-optimizers
   python -m analysis summary results/digits-optimizers
+  python -m analysis dashboard results/digits-optimizers
 """
 
 
@@ -81,12 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             help="metric value for steps/time-to-target (default: 95%% of the best final value)",
         )
+    _optuna_commands(commands, raw)
     report.add_argument("--out", help="output directory or URI (default: RESULTS_DIR/report)")
     report.add_argument(
         "--value",
         metavar="best|final",
         help="values in figures 1 and 3: best epoch or final epoch of each trial "
         "(default: as the study's train.select)",
+    )
+    report.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="attach the report to the study's MLflow parent run at this tracking URI",
     )
     report.add_argument(
         "--format",
@@ -96,6 +123,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure formats, comma-separated (default: png)",
     )
     return parser
+
+
+def _optuna_commands(commands, raw) -> None:
+    optuna = commands.add_parser(
+        "optuna",
+        help="write the study into an Optuna storage",
+        epilog=OPTUNA_EXAMPLE,
+        formatter_class=raw,
+        description="Write (or update) the study as an Optuna study in an RDB storage.",
+    )
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard for the study",
+        epilog=DASHBOARD_EXAMPLE,
+        formatter_class=raw,
+        description="Serve optuna-dashboard on 127.0.0.1 for a study, finished or running.",
+    )
+    for command in (optuna, dashboard):
+        command.add_argument(
+            "results",
+            metavar="RESULTS_DIR",
+            help="results/<name> directory, or a URI (file://, s3://, gs://)",
+        )
+        command.add_argument(
+            "--study-name", help="the Optuna study's name (default: the study's name)"
+        )
+    optuna.add_argument(
+        "--storage", required=True, help="Optuna RDB storage URL, e.g. sqlite:///study.db"
+    )
+    dashboard.add_argument(
+        "--storage", help="Optuna RDB storage URL (default: a temporary SQLite file)"
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument(
+        "--refresh",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to look for new results (default: 10)",
+    )
+
+
+def _optuna(args: argparse.Namespace) -> None:
+    from analysis.optuna_export import export_study
+
+    done = export_study(args.results, args.storage, study_name=args.study_name)
+    print(
+        f"Optuna study {done.study_name} in {args.storage}: {done.added} added, "
+        f"{done.updated} updated, {done.unchanged} unchanged"
+    )
+
+
+def _dashboard(args: argparse.Namespace) -> None:
+    from analysis.optuna_export import serve_dashboard
+
+    if not 0 <= args.port <= 65535:
+        raise ResultsError(f"--port: {args.port} is not a port number (0-65535)")
+    if not args.refresh > 0:
+        raise ResultsError(f"--refresh: {args.refresh} must be > 0 seconds")
+    serve_dashboard(
+        args.results,
+        port=args.port,
+        storage_url=args.storage,
+        study_name=args.study_name,
+        refresh_s=args.refresh,
+        announce=lambda line: print(line, flush=True),
+    )
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -126,6 +220,7 @@ def _summary(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from analysis.report import write_report
 
+    run_id = _mlflow_run(args.mlflow, args.results) if args.mlflow else None
     report = write_report(
         args.results,
         args.out,
@@ -135,6 +230,25 @@ def _report(args: argparse.Namespace) -> None:
         value=args.value,
     )
     print(f"wrote {len(report.files)} files to {report.out} (open report.html or report.md)")
+    if run_id is not None:
+        from sweep.tracking import attach_report
+
+        attach_report(args.mlflow, run_id, report.out)
+        print(f"attached to MLflow run {run_id} at {args.mlflow} (artifacts: report/)")
+
+
+def _mlflow_run(uri: str, results: str) -> str:
+    """The study's MLflow parent run, found before anything is written."""
+    from model.errors import ConfigError
+    from sweep.tracking import report_run
+
+    try:
+        return report_run(uri, results)
+    except ConfigError as exc:
+        raise ResultsError(str(exc)) from exc
+
+
+COMMANDS = {"report": _report, "summary": _summary, "optuna": _optuna, "dashboard": _dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        (_report if args.command == "report" else _summary)(args)
+        COMMANDS[args.command](args)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -101,8 +101,11 @@ def open_location(location: str) -> tuple[pafs.FileSystem, str]:
         raise ResultsError(f"{location}: cannot open results location ({exc})") from exc
 
 
-def load_results(location: str) -> Results:
-    """Read and check a results directory; raises ResultsError naming the file and the problem."""
+def load_results(location: str, *, keep_running: bool = False) -> Results:
+    """Read and check a results directory; raises ResultsError naming the file and the problem.
+
+    Trials still running are dropped (and a study needs a completed trial), unless keep_running:
+    then they stay, with status "running" (exporting a study in flight)."""
     fs, root = open_location(location)
     info = _file_info(fs, root, location)
     if info.type != pafs.FileType.Directory:
@@ -117,7 +120,7 @@ def load_results(location: str) -> Results:
     )
     trials = _conform(trials_table, trials_schema, f"{location}/{TRIALS_FILE}").to_pandas()
     epochs = _conform(epochs_table, EPOCHS_SCHEMA, f"{location}/{EPOCHS_FILE}").to_pandas()
-    trials, epochs, n_running = _drop_running(trials, epochs, location)
+    trials, epochs, n_running = _drop_running(trials, epochs, location, keep_running)
     study = _read_study(fs, root, location, trials)
     return Results(
         location=location, study=study, trials=trials, epochs=epochs, n_running=n_running
@@ -218,7 +221,7 @@ def _conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
 
 
 def _drop_running(
-    trials: pd.DataFrame, epochs: pd.DataFrame, location: str
+    trials: pd.DataFrame, epochs: pd.DataFrame, location: str, keep_running: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     unknown = sorted(set(trials["status"].unique()) - set(TRIAL_STATUSES))
     if unknown:
@@ -231,9 +234,12 @@ def _drop_running(
         trial_id = trials.loc[duplicated, "trial_id"].iloc[0]
         raise ResultsError(f"{location}/{TRIALS_FILE}: trial_id {trial_id!r} appears twice")
     running = trials["status"] == "running"
-    trials = trials.loc[~running].reset_index(drop=True)
-    if not (trials["status"] == "completed").any():
-        raise ResultsError(f"{location}: no completed trial ({int(running.sum())} still running)")
+    if not keep_running:
+        trials = trials.loc[~running].reset_index(drop=True)
+        if not (trials["status"] == "completed").any():
+            raise ResultsError(
+                f"{location}: no completed trial ({int(running.sum())} still running)"
+            )
     epochs = epochs.loc[epochs["trial_id"].isin(trials["trial_id"])]
     # a trial resumed from a checkpoint may have re-reported epochs: keep the last report
     epochs = epochs.drop_duplicates(["trial_id", "epoch"], keep="last")

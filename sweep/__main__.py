@@ -21,7 +21,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP give 143 and 129 (128 + the
 USER_ERRORS = (ConfigError, DataError, StorageError, ClusterAddressError)
 
 EXAMPLES = {
-    "run": "example: python -m sweep run sweep/configs/default.yaml --set train.epochs=5",
+    "run": "example: python -m sweep run sweep/configs/default.yaml --set train.epochs=5\n"
+    "         python -m sweep run sweep/configs/default.yaml --mlflow sqlite:///mlflow.db",
     "resume": "example: python -m sweep resume results/digits-optimizers",
     "validate": "example: python -m sweep validate sweep/configs/default.yaml",
     "status": "example: python -m sweep status results/digits-optimizers",
@@ -102,6 +103,13 @@ def _ray_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--num-gpus", type=float, help="GPUs of the local Ray (default: detected)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Ray's own output")
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the study to MLflow at this tracking URI (sqlite:///mlflow.db, "
+        "http://host:5000): a parent run per study, a child run per configuration; "
+        "needs pip install 'mlp-sweep[mlflow]'",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +158,7 @@ def _options(args, **extra):
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         progress=sys.stderr,
+        mlflow=args.mlflow,
         **extra,
     )
 

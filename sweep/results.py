@@ -190,6 +190,21 @@ class ResultsWriter:
         p = self._points[tid]
         return f"{metric} {value:.4g} ({p['optimizer']} lr={p['lr']:g} bs={p['batch_size']})"
 
+    def configurations(self) -> list[tuple]:
+        """(trial_id, point, epoch rows in order, status, error, last metrics) of every
+        configuration recorded, in trial_id order (what a tracker needs to catch up)."""
+        return [
+            (
+                tid,
+                dict(self._points.get(tid, {})),
+                [dict(row) for _, row in sorted(self._epochs.get(tid, {}).items())],
+                trial["status"],
+                trial.get("error"),
+                dict(trial.get("last", {})),
+            )
+            for tid, trial in sorted(self._trials.items())
+        ]
+
     def statuses(self) -> dict[str, str]:
         return {tid: t["status"] for tid, t in self._trials.items()}
 

@@ -47,6 +47,7 @@ from sweep.lock import results_lock  # noqa: E402
 from sweep.pending import DEFAULT_PENDING_TIMEOUT_S, PendingWatch  # noqa: E402
 from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter  # noqa: E402
 from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count  # noqa: E402
+from sweep.tracking import MlflowTracker, check_tracking_uri  # noqa: E402
 from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class RunOptions:
     num_gpus: float | None = None  # local Ray only; logical GPUs work without CUDA
     progress: TextIO | None = None  # where the live progress line goes (None: silent)
     pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S  # no node can hold a trial: stop (0: wait)
+    mlflow: str | None = None  # MLflow tracking URI: parent run per study, child per configuration
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
         _check_writable(out)
     if not resume:
         _check_fresh(out, study)
+    if opts.mlflow:
+        check_tracking_uri(opts.mlflow)
     if os.path.exists(lock_path(out)):  # refuse a directory in use before Ray starts
         with results_lock(lock_path(out), out):
             pass
@@ -328,6 +332,7 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
     tune_fixes.apply()
     signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
+    tracker = _start_tracker(study, out, opts, writer_cb)
     try:
         tuner.fit()
     finally:
@@ -336,12 +341,44 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
         writer_cb.close()
         counts = writer_cb.counts()
         _write_run_info(out, study, opts, start=False, counts=counts)
+        if tracker is not None:
+            tracker.close(interrupted=sum(counts.get(s, 0) for s in TERMINAL_STATUSES) < total)
     if watch.timed_out:
         raise watch.error(out)
     summary = RunSummary(out=out, total=total, statuses=counts, interrupted=False)
     if summary.done >= total:
         _prune_checkpoints(out)
     return dataclasses.replace(summary, interrupted=summary.done < total)
+
+
+def _start_tracker(study, out: str, opts: RunOptions, writer_cb) -> MlflowTracker | None:
+    """The MLflow tracker of --mlflow, caught up with the results and fed by writer_cb."""
+    if not opts.mlflow:
+        return None
+    tags = {f"mlp_sweep.version.{name}": v for name, v in _versions().items()}
+    commit = _git_commit()
+    if commit:
+        tags["mlp_sweep.git_commit"] = commit
+    train = study.train
+    params = {
+        "metric": train.metric,
+        "mode": train.mode,
+        "select": train.select,
+        "epochs": train.epochs,
+        "scheduler": study.scheduler.type,
+        "configurations": trial_count(study),
+    }
+    tracker = MlflowTracker(
+        opts.mlflow,
+        study_name=study.name,
+        out=out,
+        study_text=dump_study(study),
+        tags=tags,
+        params=params,
+    )
+    tracker.start(writer_cb.ensure().configurations())
+    writer_cb.listeners.append(tracker)
+    return tracker
 
 
 def _prune_checkpoints(out: str) -> None:
@@ -580,6 +617,7 @@ class ResultsCallback(tune.Callback):
     def __init__(self, **writer_args) -> None:
         self._args = writer_args
         self.writer: ResultsWriter | None = None
+        self.listeners: list = []  # told every event after the writer (the MLflow tracker)
 
     def setup(self, **info) -> None:
         self.ensure()
@@ -592,7 +630,7 @@ class ResultsCallback(tune.Callback):
         return self.writer
 
     def __getstate__(self) -> dict:  # Tune pickles its run config; the writer stays behind
-        return {"_args": self._args, "writer": None}
+        return {"_args": self._args, "writer": None, "listeners": []}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         """One epoch of a pack: a result and possibly an end for each member in it."""
@@ -602,9 +640,12 @@ class ResultsCallback(tune.Callback):
         for member in result.get("members", []):
             tid = member["trial_id"]
             if member.get("epoch") is not None:
-                writer.on_result(tid, points[tid], {**_plain(member), **shared})
+                metrics = {**_plain(member), **shared}
+                writer.on_result(tid, points[tid], metrics)
+                for listener in self.listeners:
+                    listener.on_result(tid, points[tid], metrics)
             if member.get("end"):
-                writer.on_end(tid, points[tid], member["end"], member.get("error"))
+                self._end(tid, points[tid], member["end"], member.get("error"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._end_unfinished(trial, "pack ended without a result for this configuration")
@@ -616,7 +657,13 @@ class ResultsCallback(tune.Callback):
         writer = self.ensure()
         for tid, point in _points(trial).items():
             if writer.status_of(tid) not in TERMINAL_STATUSES:
-                writer.on_end(tid, point, "error", error)
+                self._end(tid, point, "error", error)
+
+    def _end(self, tid: str, point: dict, status: str, error: str | None) -> None:
+        writer = self.ensure()
+        writer.on_end(tid, point, status, error)
+        for listener in self.listeners:
+            listener.on_end(tid, point, status, error, writer.last_metrics(tid))
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -1,0 +1,366 @@
+"""MLflow tracking of a study, written by the driver from the results stream.
+
+    python -m sweep run sweep/configs/default.yaml --mlflow sqlite:///mlflow.db
+    python -m sweep resume results/digits-optimizers --mlflow http://127.0.0.1:5000
+
+One parent run per study (experiment = the study's name; the resolved study file as an artifact,
+package versions as tags), one child run per configuration (params, every epoch's metrics with
+step = epoch, a ``status`` tag, test metrics, FINISHED or FAILED at its end). The runner feeds
+the tracker every event the ResultsWriter records, so packed trials and object-store results
+need nothing more; a background thread logs them in batches, so Tune never waits for MLflow.
+``mlflow.json`` in the results directory names the parent run: a resumed run (and
+``python -m analysis report --mlflow``) goes on with it. On resume, whatever the results hold
+and MLflow lacks (a killed driver's last events) is logged first.
+Needs the ``mlflow`` extra (``pip install 'mlp-sweep[mlflow]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from model.errors import ConfigError
+from sweep import storage
+
+log = logging.getLogger(__name__)
+
+EXTRA = "pip install 'mlp-sweep[mlflow]'"
+RUN_FILE = "mlflow.json"  # in the results directory: the tracking URI and the parent run
+TRIAL_TAG = "mlp_sweep.trial_id"
+RESULTS_TAG = "mlp_sweep.results"
+# per-epoch values logged with step = epoch; test values once, at the configuration's end
+EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "val_rmse", "epoch_time_s", "samples_per_s")
+TEST_METRICS = ("test_loss", "test_acc", "test_rmse", "test_epoch")
+RUN_STATUS = {  # configuration status -> MLflow run status
+    "completed": "FINISHED",
+    "early_stopped": "FINISHED",
+    "diverged": "FAILED",
+    "error": "FAILED",
+}
+MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch
+CHECK_TIMEOUT_S = 5.0
+
+
+def import_mlflow():
+    """mlflow, or ConfigError naming the install command (exit 2 before anything starts)."""
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise ConfigError(f"--mlflow: MLflow is not installed: {EXTRA}") from exc
+    for name in ("mlflow", "alembic"):  # schema migrations and store notes: not for the console
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return mlflow
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Raise ConfigError unless the tracking URI answers (within seconds, not MLflow's minutes
+    of retries): an HTTP server's /health, or a store that opens."""
+    import_mlflow()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(
+                f"{uri.rstrip('/')}/health", timeout=CHECK_TIMEOUT_S
+            ) as answer:
+                if answer.status == 200:
+                    return
+                reason = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise ConfigError(f"--mlflow: cannot reach the tracking server at {uri} ({reason})")
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ConfigError(f"--mlflow: {uri}: folder {folder!r} does not exist or is read-only")
+    try:
+        _client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # any store error: one line, exit 2
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--mlflow: cannot open tracking URI {uri} ({first})") from exc
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Beside the database for sqlite:/// (else MLflow writes into the working directory)."""
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
+        return "file://" + os.path.join(folder, "mlartifacts")
+    return None
+
+
+def read_run_file(out: str) -> dict | None:
+    """The results directory's mlflow.json, or None."""
+    path = storage.join(out, RUN_FILE)
+    if not storage.exists(path):
+        return None
+    try:
+        found = json.loads(storage.read_bytes(path))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def find_parent_run(uri: str, out: str) -> str | None:
+    """The parent run of the study in out, as mlflow.json names it, if it is in uri."""
+    saved = read_run_file(out)
+    if not saved or saved.get("tracking_uri") != uri:
+        return None
+    try:
+        _client(uri).get_run(saved["run_id"])
+    except Exception:  # deleted, or another store at the same address
+        return None
+    return saved["run_id"]
+
+
+class MlflowTracker:
+    """Mirrors a study's results stream into MLflow (see the module docstring)."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        study_name: str,
+        out: str,
+        study_text: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        import_mlflow()
+        self.uri = uri
+        self.study_name = study_name
+        self.out = out
+        self.study_text = study_text
+        self.tags = dict(tags)
+        self.params = dict(params or {})
+        self.client = _client(uri)
+        self.parent_id: str | None = None
+        self._children: dict[str, str] = {}  # trial_id -> run id
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    # ---- start: the parent run, and what the results hold that MLflow lacks -------------------
+    def start(self, configurations: Iterable[tuple]) -> None:
+        """Open (or reopen) the parent run, log what is missing of each configuration the
+        results already hold, then log new events from a background thread."""
+        self.parent_id = find_parent_run(self.uri, self.out) or self._new_parent()
+        self.client.update_run(self.parent_id, status="RUNNING")
+        children = self._existing_children()
+        self._children = {tid: run.info.run_id for tid, run in children.items()}
+        for trial_id, point, epochs, status, error, last in configurations:
+            run = children.get(trial_id)
+            if run is not None and run.info.status in ("FINISHED", "FAILED"):
+                continue  # ended there as here: nothing to add
+            logged = self._logged_epochs(run) if run is not None else set()
+            self._log(
+                [("result", trial_id, point, row) for row in epochs if row["epoch"] not in logged]
+                + ([("end", trial_id, point, status, error, last)] if status != "running" else [])
+            )
+        self._thread = threading.Thread(target=self._work, name="mlp-sweep-mlflow", daemon=True)
+        self._thread.start()
+
+    def _new_parent(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is None:
+            experiment_id = self.client.create_experiment(
+                self.study_name, artifact_location=_artifact_location(self.uri)
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        run = self.client.create_run(
+            experiment_id,
+            run_name=self.study_name,
+            tags={**self.tags, RESULTS_TAG: self.out},
+        )
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in self.params.items()])
+        self.client.log_text(run_id, self.study_text, "study.yaml")
+        record = {"tracking_uri": self.uri, "experiment_id": experiment_id, "run_id": run_id}
+        storage.write_bytes_atomic(storage.join(self.out, RUN_FILE), json.dumps(record).encode())
+        return run_id
+
+    def _existing_children(self) -> dict:
+        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+        found, token = {}, None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                found[run.data.tags.get(TRIAL_TAG)] = run
+            token = page.token
+            if not token:
+                return found
+
+    def _logged_epochs(self, run) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run.info.run_id, "train_loss")}
+
+    # ---- the stream -------------------------------------------------------------------------
+    def on_result(self, trial_id: str, point: Mapping, metrics: Mapping) -> None:
+        self._queue.put(("result", trial_id, dict(point), dict(metrics)))
+
+    def on_end(self, trial_id: str, point: Mapping, status: str, error: str | None, last) -> None:
+        self._queue.put(("end", trial_id, dict(point), status, error, dict(last)))
+
+    def close(self, *, interrupted: bool, timeout_s: float = 60.0) -> None:
+        """Log what is queued, then end the parent run (KILLED when the sweep was stopped)."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        self._thread = None
+        status = "KILLED" if interrupted else "FINISHED"
+        try:
+            if interrupted:
+                for run_id in self._children.values():
+                    if self.client.get_run(run_id).info.status == "RUNNING":
+                        self.client.set_terminated(run_id, status="KILLED")
+            self.client.set_terminated(self.parent_id, status=status)
+        except Exception as exc:
+            self._failed(exc)
+        if self.failures:
+            log.warning(
+                "MLflow: %d batch(es) could not be logged to %s; the results hold them, and "
+                "`python -m sweep resume %s --mlflow %s` logs what is missing",
+                self.failures, self.uri, self.out, self.uri,
+            )  # fmt: skip
+
+    def _work(self) -> None:
+        done = False
+        while not done:
+            events = [self._queue.get()]
+            while True:  # everything queued since: one batch per run
+                try:
+                    events.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = None in events
+            self._log([e for e in events if e is not None])
+            if not done:
+                time.sleep(0.5)  # let events gather (a pack reports all its members at once)
+
+    def _log(self, events: list[tuple]) -> None:
+        from mlflow.entities import Metric
+
+        metrics: dict[str, list] = {}
+        ends = []
+        now = int(time.time() * 1000)
+        for event in events:
+            try:
+                run_id = self._child(event[1], event[2])
+            except Exception as exc:
+                self._failed(exc)
+                continue
+            if event[0] == "result":
+                row = event[3]
+                metrics.setdefault(run_id, []).extend(
+                    Metric(key, float(row[key]), now, int(row["epoch"]))
+                    for key in EPOCH_METRICS
+                    if _finite(row.get(key))
+                )
+            else:
+                ends.append((run_id, *event[3:]))
+        for run_id, batch in metrics.items():
+            for at in range(0, len(batch), MAX_BATCH):
+                self._try(self.client.log_batch, run_id, metrics=batch[at : at + MAX_BATCH])
+        for run_id, status, error, last in ends:
+            self._try(self._end, run_id, status, error, last, now)
+
+    def _child(self, trial_id: str, point: Mapping) -> str:
+        run_id = self._children.get(trial_id)
+        if run_id is not None:
+            return run_id
+        from mlflow.entities import Param
+
+        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+        run = self.client.create_run(
+            experiment_id,
+            run_name=trial_id,
+            tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: trial_id, "status": "running"},
+        )
+        run_id = run.info.run_id
+        params = [Param(key, str(value)) for key, value in point_params(point).items()]
+        self.client.log_batch(run_id, params=params)
+        self._children[trial_id] = run_id
+        return run_id
+
+    def _end(self, run_id: str, status: str, error: str | None, last: Mapping, now: int) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        tests = [Metric(k, float(last[k]), now, 0) for k in TEST_METRICS if _finite(last.get(k))]
+        tags = [RunTag("status", status)]
+        if error:
+            tags.append(RunTag("error", error[:5000]))
+        self.client.log_batch(run_id, metrics=tests, tags=tags)
+        self.client.set_terminated(run_id, status=RUN_STATUS[status])
+
+    def _try(self, call, *args, **kwargs) -> None:
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:  # the sweep goes on; the results keep everything
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("MLflow: logging to %s failed (%s)", self.uri, str(exc).splitlines()[0])
+
+
+def point_params(point: Mapping) -> dict[str, Any]:
+    """A configuration's params as MLflow shows them: optimizer, lr, batch_size, seed and the
+    optimizer's hyperparameters by name."""
+    params = {key: point[key] for key in ("optimizer", "lr", "batch_size", "seed") if key in point}
+    params.update(point.get("optimizer_params") or {})
+    return params
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---- the report, attached to the parent run ----------------------------------------------------
+def report_run(uri: str, out: str) -> str:
+    """The parent run of the study in out at uri (ConfigError when there is none)."""
+    check_tracking_uri(uri)
+    run_id = find_parent_run(uri, out)
+    if run_id is None:
+        raise ConfigError(
+            f"--mlflow: {uri} has no run of the study in {out} "
+            f"(run or resume the sweep with --mlflow {uri} first)"
+        )
+    return run_id
+
+
+def attach_report(uri: str, run_id: str, report_dir: str) -> None:
+    """Log the report's files as the parent run's artifacts under report/."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, path = storage.resolve(report_dir)
+    with tempfile.TemporaryDirectory(prefix="mlp-sweep-report-") as local:
+        pafs.copy_files(
+            path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
+        _client(uri).log_artifacts(run_id, local, "report")
