@@ -134,6 +134,13 @@ def _add_(target: torch.Tensor, a: torch.Tensor, coef) -> torch.Tensor:
     return target.addcmul_(a, coef)
 
 
+def _plus(a: torch.Tensor, b: torch.Tensor, coef) -> torch.Tensor:
+    """a + coef * b, rounded alike for a float and a per-member coefficient."""
+    if isinstance(coef, float):
+        return a.add(b, alpha=coef)
+    return torch.addcmul(a, b, coef)  # one rounding, as add(alpha=) (not a + b * coef: two)
+
+
 def _addcmul_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef) -> torch.Tensor:
     """target += coef * a * b."""
     if isinstance(coef, float):
@@ -145,7 +152,7 @@ def _addcdiv_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef) -> t
     """target += coef * a / b."""
     if isinstance(coef, float):
         return target.addcdiv_(a, b, value=coef)
-    return target.addcmul_(a / b, coef)
+    return target.add_(a * coef / b)  # (coef * a) / b, rounded as addcdiv_ rounds it
 
 
 def _choose(mask: torch.Tensor, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
@@ -215,7 +222,7 @@ class StackedOptimizer:
         weight_decay = self.c["weight_decay"]
         if isinstance(weight_decay, float):
             return grad if weight_decay == 0 else grad.add(p, alpha=weight_decay)
-        return grad.add(p * weight_decay)
+        return _plus(grad, p, weight_decay)
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         c, momentum = self.c, self.hp["momentum"]
@@ -227,7 +234,7 @@ class StackedOptimizer:
             else:
                 _add_(buf.mul_(c["momentum"]), grad, c["1-dampening"])
             momentum_grad = _choose(
-                self.hp["nesterov"], lambda: grad + buf * c["momentum"], lambda: buf, p
+                self.hp["nesterov"], lambda: _plus(grad, buf, c["momentum"]), lambda: buf, p
             )
             grad = _choose(momentum > 0, lambda: momentum_grad, lambda: grad, p)
         _add_(p, grad, -c["lr"])

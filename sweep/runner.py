@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -333,9 +335,12 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
     signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
     tracker = _start_tracker(study, out, opts, writer_cb)
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         tuner.fit()
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)  # Tune leaves its own behind (Ray 2.60)
         if rungs is not None:
             ray.kill(rungs)
         writer_cb.close()

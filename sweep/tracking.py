@@ -150,7 +150,9 @@ class MlflowTracker:
         self.params = dict(params or {})
         self.client = _client(uri)
         self.parent_id: str | None = None
+        self.experiment_id: str | None = None
         self._children: dict[str, str] = {}  # trial_id -> run id
+        self._open: set[str] = set()  # run ids of children not ended yet
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.failures = 0
@@ -161,12 +163,16 @@ class MlflowTracker:
         results already hold, then log new events from a background thread."""
         self.parent_id = find_parent_run(self.uri, self.out) or self._new_parent()
         self.client.update_run(self.parent_id, status="RUNNING")
+        self.experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         children = self._existing_children()
         self._children = {tid: run.info.run_id for tid, run in children.items()}
         for trial_id, point, epochs, status, error, last in configurations:
             run = children.get(trial_id)
             if run is not None and run.info.status in ("FINISHED", "FAILED"):
                 continue  # ended there as here: nothing to add
+            if run is not None:  # KILLED with the run that was stopped: it goes on now
+                self.client.update_run(run.info.run_id, status="RUNNING")
+                self._open.add(run.info.run_id)
             logged = self._logged_epochs(run) if run is not None else set()
             self._log(
                 [("result", trial_id, point, row) for row in epochs if row["epoch"] not in logged]
@@ -198,11 +204,10 @@ class MlflowTracker:
         return run_id
 
     def _existing_children(self) -> dict:
-        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         found, token = {}, None
         while True:
             page = self.client.search_runs(
-                [experiment_id],
+                [self.experiment_id],
                 filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
                 max_results=1000,
                 page_token=token,
@@ -232,10 +237,8 @@ class MlflowTracker:
         self._thread = None
         status = "KILLED" if interrupted else "FINISHED"
         try:
-            if interrupted:
-                for run_id in self._children.values():
-                    if self.client.get_run(run_id).info.status == "RUNNING":
-                        self.client.set_terminated(run_id, status="KILLED")
+            for run_id in sorted(self._open):  # configurations the stop cut short
+                self.client.set_terminated(run_id, status="KILLED")
             self.client.set_terminated(self.parent_id, status=status)
         except Exception as exc:
             self._failed(exc)
@@ -293,9 +296,8 @@ class MlflowTracker:
             return run_id
         from mlflow.entities import Param
 
-        experiment_id = self.client.get_run(self.parent_id).info.experiment_id
         run = self.client.create_run(
-            experiment_id,
+            self.experiment_id,
             run_name=trial_id,
             tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: trial_id, "status": "running"},
         )
@@ -303,6 +305,7 @@ class MlflowTracker:
         params = [Param(key, str(value)) for key, value in point_params(point).items()]
         self.client.log_batch(run_id, params=params)
         self._children[trial_id] = run_id
+        self._open.add(run_id)
         return run_id
 
     def _end(self, run_id: str, status: str, error: str | None, last: Mapping, now: int) -> None:
@@ -314,6 +317,7 @@ class MlflowTracker:
             tags.append(RunTag("error", error[:5000]))
         self.client.log_batch(run_id, metrics=tests, tags=tags)
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
+        self._open.discard(run_id)
 
     def _try(self, call, *args, **kwargs) -> None:
         try:

@@ -41,7 +41,9 @@ def test_tiny_grid_end_to_end_with_a_diverging_lr(ray_session, study_file, tmp_p
     study = load_study(
         study_file({"search": {"optimizers": {"sgd": {"lr": [0.1, 1.0e6], "momentum": 0.9}}}})
     )
+    sigint = signal.getsignal(signal.SIGINT)
     summary = run_study(study, RunOptions(results=str(tmp_path / "results")))
+    assert signal.getsignal(signal.SIGINT) is sigint  # Ctrl-C works as before in the caller
     out = summary.out
     assert summary.total == trial_count(study) == 3
     assert not summary.interrupted
