@@ -229,3 +229,17 @@ def test_report_without_a_parent_run_is_exit_2_and_writes_nothing(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --mlflow:") and "has no run of the study" in err
     assert not os.path.exists(os.path.join(directory, "report"))
+
+
+def test_resume_with_an_unreachable_tracking_uri_is_exit_2_before_anything_starts(
+    study_file, tmp_path, capsys
+):  # fmt: skip
+    from sweep.config import dump_study
+
+    out = tmp_path / "results" / "tiny"
+    out.mkdir(parents=True)
+    (out / "study.yaml").write_text(dump_study(load_study(study_file())))
+    assert sweep_main(["resume", str(out), "--mlflow", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --mlflow: cannot reach the tracking server")
+    assert sorted(p.name for p in out.iterdir()) == ["study.yaml"]  # nothing written
