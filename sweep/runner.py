@@ -332,9 +332,9 @@ def _fit(tuner, study, out, opts, writer_cb, watch, *, resumed: bool = False) ->
         line = f"{verb} {study.name}: {total} configurations -> {out}"
         print(line, file=opts.progress, flush=True)
     tune_fixes.apply()
+    tracker = _start_tracker(study, out, opts, writer_cb)
     signals.at_forced_exit(lambda: _forced_stop(writer_cb, out, opts))
     rungs = _start_rung_record(study, out, writer_cb)
-    tracker = _start_tracker(study, out, opts, writer_cb)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         tuner.fit()
@@ -381,7 +381,11 @@ def _start_tracker(study, out: str, opts: RunOptions, writer_cb) -> MlflowTracke
         tags=tags,
         params=params,
     )
-    tracker.start(writer_cb.ensure().configurations())
+    try:
+        tracker.start(writer_cb.ensure().configurations())
+    except Exception as exc:  # gone since the check before launch: one line, exit 2
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--mlflow: cannot log to {opts.mlflow} ({first})") from exc
     writer_cb.listeners.append(tracker)
     return tracker
 
