@@ -48,6 +48,8 @@ def assert_like_solo(got: list[EpochMetrics], solo: list[EpochMetrics], rtol=RTO
 # step of 10 x lr, so its settings keep lr <= 0.01, where the arithmetic is not chaotic.
 SETTINGS = {
     "sgd-plain": ("sgd", [(0.1, 0, {}), (0.03, 1, {}), (0.01, 2, {})]),
+    # one lr and one weight decay: every coefficient is a Python float, as in torch.optim
+    "sgd-shared": ("sgd", [(0.1, s, {"weight_decay": 0.01}) for s in range(3)]),
     "sgd-mixed": (
         "sgd",
         [
@@ -55,12 +57,19 @@ SETTINGS = {
             (0.05, 1, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
             (0.1, 2, {"momentum": 0.5, "dampening": 0.3}),
             (0.1, 3, {}),
+            (0.1, 4, {"dampening": 0.5}),  # torch ignores dampening without momentum
         ],
     ),
+    "adam-shared": ("adam", [(0.01, s, {"weight_decay": 1.0}) for s in range(3)]),
     "adam": ("adam", [(0.01, 0, {}), (0.003, 1, {}), (0.001, 2, {"beta1": 0.8, "eps": 1e-6})]),
     "adam-mixed": (
         "adam",
-        [(0.01, 0, {"amsgrad": True, "weight_decay": 0.01}), (0.003, 1, {}), (0.01, 2, {})],
+        [
+            (0.01, 0, {"amsgrad": True, "weight_decay": 0.01}),
+            (0.003, 1, {}),
+            (0.01, 2, {}),
+            (0.01, 3, {"beta2": 0.99}),
+        ],
     ),
     "adamw": ("adamw", [(0.01, 0, {}), (0.003, 1, {"amsgrad": True}), (0.001, 2, {})]),
     "rmsprop": ("rmsprop", [(0.01, 0, {}), (0.003, 1, {}), (0.001, 2, {"alpha": 0.9})]),
@@ -94,6 +103,30 @@ def test_pack_equals_each_member_trained_alone_with_torch_optim(setting):
     got = run_pack(cfgs, data)
     for member, cfg in enumerate(cfgs):
         assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"bias": False},
+        {"loss": "mse", "output_activation": "softmax"},
+        {"loss": "mse", "output_activation": "sigmoid"},
+    ],
+)
+def test_packs_without_bias_or_with_an_output_activation_match_their_solo_runs(model):
+    data = make_data()
+    cfgs = [make_cfg(model=model, lr=lr, seed=s) for lr, s in ((0.01, 0), (0.003, 1))]
+    got = run_pack(cfgs, data)
+    for member, cfg in enumerate(cfgs):
+        assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+def test_an_rmsprop_member_without_momentum_ignores_a_neighbour_with_momentum():
+    data = make_data()
+    plain = make_cfg(optimizer="rmsprop", lr=0.003, seed=1)
+    with_momentum = replace(plain, seed=0, optimizer_params={"momentum": 0.9})
+    beside = run_pack([with_momentum, plain], data)[1]
+    assert_like_solo(beside, run_pack([plain], data, engine="stacked")[0], rtol=0)
 
 
 def test_member_k_starts_from_the_weights_and_batches_of_its_own_run():
@@ -200,6 +233,23 @@ def test_best_epoch_selection_tests_the_weights_of_the_best_epoch():
     assert final.test_epoch == cfg.epochs and final.test_loss != last.test_loss
 
 
+def test_stopping_a_member_keeps_the_best_epoch_weights_of_the_others():
+    data = make_data()
+    # member 0's best epoch comes before the stop; nothing improves after it
+    cfgs = [
+        make_cfg(optimizer="sgd", lr=lr, seed=0, epochs=6, select="best_epoch") for lr in (2.0, 0.1)
+    ]
+    solo = list(Trainer(cfgs[0], data).run())
+    assert solo[-1].test_epoch < 5
+    pack = PackTrainer(cfgs, data)
+    got = []
+    for records in pack.run():
+        got.append(records[0][1])
+        if records[0][1].epoch == 5:
+            pack.stop([1], "early_stopped")
+    assert_like_solo(got, solo)
+
+
 def test_best_epoch_selection_in_a_pack_matches_the_solo_runs():
     data = make_data()
     cfgs = [
@@ -219,6 +269,28 @@ def test_pack_members_must_share_all_but_lr_seed_and_hyperparameters():
         PackTrainer([make_cfg(), make_cfg(optimizer="sgd")], data)
     with pytest.raises(ConfigError, match="pack: no configurations"):
         PackTrainer([], data)
+    with pytest.raises(ConfigError, match=r"^pack\[1\]: 'adam' is not a TrainConfig"):
+        PackTrainer([make_cfg(), "adam"], data)
+
+
+@pytest.mark.parametrize(("engine", "members"), [("torch", 2), ("numpy", 1)])
+def test_unknown_engine_or_a_pack_on_the_torch_engine_is_a_config_error(engine, members):
+    message = rf"^engine: '{engine}' for {members} members \(torch takes one\)"
+    with pytest.raises(ConfigError, match=message):
+        PackTrainer([make_cfg(seed=s) for s in range(members)], make_data(), engine=engine)
+
+
+def test_one_member_pack_trains_on_torch_optim_by_default():
+    data = make_data()
+    cfg = make_cfg(optimizer="adamw", lr=0.01, epochs=3)
+    assert_like_solo(run_pack([cfg], data)[0], list(Trainer(cfg, data).run()), rtol=0)
+
+
+def test_a_checkpoint_of_another_pack_size_is_a_config_error():
+    data = make_data()
+    state = PackTrainer([make_cfg(seed=0), make_cfg(seed=1)], data).state_dict()
+    with pytest.raises(ConfigError, match="^checkpoint: 2 members, this pack has 1"):
+        PackTrainer([make_cfg()], data).load_state_dict(state)
 
 
 def test_train_config_validates_select_and_metric():

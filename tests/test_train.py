@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import math
-from dataclasses import replace
+import random
+import time
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -15,7 +18,15 @@ import model.train as train_module
 from model.data import Dataset
 from model.errors import ConfigError
 from model.mlp import MLPConfig, build_mlp
-from model.train import EpochMetrics, TrainConfig, Trainer, fit, to_features
+from model.train import (
+    SELECT_METRICS,
+    EpochMetrics,
+    TrainConfig,
+    Trainer,
+    fit,
+    seed_everything,
+    to_features,
+)
 
 N_FEATURES, N_CLASSES = 6, 3
 TIMING = ("epoch_time_s", "samples_per_s", "elapsed_s")
@@ -67,6 +78,16 @@ def test_fit_yields_one_record_per_epoch_and_learns():
     assert all(r.val_rmse is None and r.samples_per_s > 0 and r.epoch_time_s > 0 for r in records)
     assert final.elapsed_s == pytest.approx(sum(r.epoch_time_s for r in records))
     assert set(final.as_dict()) >= {"train_loss", "val_loss", "val_acc", "steps", "status"}
+
+
+def test_timings_fit_in_the_wall_clock_time_of_the_run():
+    data = make_data()
+    start = time.perf_counter()
+    records = list(fit(make_cfg(epochs=2), data))
+    wall = time.perf_counter() - start
+    for record in records:
+        assert 0 < record.epoch_time_s <= record.elapsed_s <= wall
+        assert record.samples_per_s >= data.n_train / wall
 
 
 def test_test_metrics_belong_to_the_final_model():
@@ -143,6 +164,52 @@ def test_a_finished_run_yields_nothing_more():
     assert list(trainer.run()) == []
 
 
+def test_a_run_resumed_after_its_best_epoch_tests_the_best_epochs_weights():
+    data = make_data()
+    cfg = make_cfg(optimizer="sgd", lr=2.0, epochs=6, select="best_epoch")
+    straight = list(Trainer(cfg, data).run())
+    best = straight[-1].test_epoch
+    assert best < cfg.epochs, "the case needs a best epoch before the last"
+    first = Trainer(cfg, data)
+    head = [record for _, record in zip(range(best), first.run(), strict=False)]
+    resumed = Trainer(cfg, data)
+    resumed.load_state_dict(first.state_dict())
+    assert without_timing(head + list(resumed.run())) == without_timing(straight)
+
+
+def test_resume_restores_numpy_and_random_states():
+    trainer = Trainer(make_cfg(), make_data())
+    np.random.rand(5)
+    np.random.randn()  # an odd draw leaves the pair's second normal cached ...
+    while abs(np.random.get_state()[4]) >= 1:  # ... one in (-1, 1), so it is not read as a flag
+        np.random.randn(2)
+    state = trainer.state_dict()
+    expected = (np.random.rand(3).tolist(), np.random.randn(3).tolist(), random.random())
+    np.random.seed(99)
+    random.seed(99)
+    trainer.load_state_dict(state)
+    assert (np.random.rand(3).tolist(), np.random.randn(3).tolist(), random.random()) == expected
+
+
+def test_seed_everything_seeds_torch_numpy_and_random():
+    def draws() -> tuple:
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    seed_everything(7)
+    first = draws()
+    seed_everything(7)
+    assert draws() == first
+
+
+def test_trainer_exposes_its_config_device_model_and_torch_optimizer():
+    cfg = make_cfg(optimizer="sgd")
+    trainer = Trainer(cfg, make_data())
+    assert trainer.cfg is cfg and trainer.device == torch.device("cpu")
+    assert isinstance(trainer.optimizer, torch.optim.SGD)
+    params = trainer.optimizer.param_groups[0]["params"]
+    assert [id(p) for p in params] == [id(p) for p in trainer.model.parameters()]
+
+
 def test_non_finite_loss_stops_the_run_as_diverged():
     data = make_data()
     cfg = make_cfg(optimizer="sgd", lr=1e6, epochs=5, model={"activation": "relu"})
@@ -156,6 +223,35 @@ def test_non_finite_loss_stops_the_run_as_diverged():
     again = Trainer(cfg, data)
     again.load_state_dict(trainer.state_dict())
     assert list(again.run()) == []
+
+
+def test_weights_that_blow_up_in_an_epochs_last_step_diverge_at_that_epoch():
+    """The one step of the epoch starts from a finite loss and leaves non-finite weights: the
+    validation loss alone says the run diverged."""
+    cfg = make_cfg(optimizer="sgd", lr=1e20, batch_size=10_000, epochs=3)
+    (record,) = fit(cfg, make_data())
+    assert math.isfinite(record.train_loss) and not math.isfinite(record.val_loss)
+    assert record.status == "diverged" and record.epoch == 1
+
+
+@pytest.mark.parametrize("metric", [m for m in SELECT_METRICS if m != "val_rmse"])
+def test_best_epoch_is_the_earliest_best_by_the_metrics_direction(metric):
+    # lr 2.0: the metrics rise and fall, so the best epoch is neither the first nor the last
+    cfg = make_cfg(optimizer="sgd", lr=2.0, epochs=6, select="best_epoch", metric=metric)
+    records = list(fit(cfg, make_data()))
+    values = [getattr(r, metric) for r in records]
+    best = max(values) if SELECT_METRICS[metric] == "max" else min(values)
+    assert 1 < values.index(best) + 1 < cfg.epochs
+    assert records[-1].test_epoch == values.index(best) + 1
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_acc"])
+def test_a_tied_best_epoch_is_the_earliest(metric):
+    # lr 1e-30 leaves the weights as they are: every epoch validates the same
+    cfg = make_cfg(optimizer="sgd", lr=1e-30, batch_size=10_000, select="best_epoch", metric=metric)
+    records = list(fit(cfg, make_data()))
+    assert len({getattr(r, metric) for r in records}) == 1
+    assert records[-1].test_epoch == 1
 
 
 def test_regression_reports_rmse():
@@ -192,11 +288,14 @@ def test_evaluation_in_chunks_gives_the_same_metrics(monkeypatch):
 
 
 def test_num_threads_is_applied():
-    torch.set_num_threads(2)
-    Trainer(make_cfg(num_threads=1), make_data())
-    assert torch.get_num_threads() == 1
-    Trainer(make_cfg(num_threads=None), make_data())  # None leaves it
-    assert torch.get_num_threads() == 1
+    # The data is built first: no tensor work while the count is raised, or a process that
+    # forks afterwards (mutmut) has an OpenMP team its children wait on forever.
+    data = make_data()
+    threads = torch.get_num_threads() + 1
+    Trainer(make_cfg(num_threads=threads), data)
+    assert torch.get_num_threads() == threads
+    Trainer(make_cfg(num_threads=None), data)  # None leaves it
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize(
@@ -206,6 +305,12 @@ def test_num_threads_is_applied():
         ({"epochs": 2.5}, "^epochs: 2.5"),
         ({"lr": -1.0}, "^lr: -1.0"),
         ({"seed": -1}, r"^seed: -1 is not an integer in \[0, 2\*\*32\)"),
+        ({"seed": 2**32}, r"^seed: 4294967296 is not an integer"),
+        ({"seed": True}, "^seed: True is not an integer"),
+        ({"seed": 2.5}, "^seed: 2.5 is not an integer"),
+        ({"seed": "1"}, "^seed: '1' is not an integer"),
+        ({"select": "best"}, "^select: 'best' is not one of best_epoch, final$"),
+        ({"metric": "acc"}, "^metric: 'acc' is not one of val_loss, val_acc, val_rmse"),
         ({"optimizer": "sgdd"}, "^optimizer: unknown optimizer 'sgdd' .*valid: sgd, adam"),
         ({"optimizer_params": {"momentum": 2.0}}, r"^optimizer\.adam: unknown hyperparameter"),
         ({"device": "gpu0"}, "^device: 'gpu0'"),
@@ -215,6 +320,39 @@ def test_num_threads_is_applied():
 def test_train_config_errors_name_the_field(changes, message):
     with pytest.raises(ConfigError, match=message):
         make_cfg(**changes)
+
+
+def test_model_that_is_not_an_mlp_config_is_named():
+    with pytest.raises(ConfigError, match="^model: 'mlp' is not an MLPConfig"):
+        replace(make_cfg(), model="mlp")
+
+
+def test_numbers_from_numpy_become_python_numbers():
+    """So that asdict(cfg), the trial's parameters, serialises to JSON."""
+    cfg = make_cfg(
+        lr=1,
+        batch_size=np.int64(32),
+        epochs=np.int64(2),
+        seed=np.int64(3),
+        num_threads=np.int64(1),
+    )
+    fields = ("lr", "batch_size", "epochs", "seed", "num_threads")
+    assert [type(getattr(cfg, name)) for name in fields] == [float, int, int, int, int]
+    json.dumps(asdict(cfg))
+    assert make_cfg(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_optimizer_params_are_copied():
+    params = {"momentum": 0.9}
+    cfg = make_cfg(optimizer="sgd", optimizer_params=params)
+    params["momentum"] = 0.5
+    assert cfg.optimizer_params == {"momentum": 0.9}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_cuda_device_is_a_config_error():
+    with pytest.raises(ConfigError, match="^device: 'cuda' but no CUDA device is available"):
+        Trainer(make_cfg(device="cuda"), make_data())
 
 
 def test_model_that_does_not_fit_the_data_is_a_config_error():
