@@ -60,9 +60,12 @@ def assert_exact(
     out: Path, n_trials: int, n_epochs: int, checkpoint_every: int, *, resumed: bool = False
 ) -> list:
     """One row per configuration, all completed, epoch rows 1..n once each, each row the last
-    report of its epoch, and every retry started at its last checkpoint. A resume after a killed
-    driver starts from the checkpoint in Tune's last experiment snapshot, which may be one
-    checkpoint behind the last reported: it must start just after some checkpoint, no later."""
+    report of its epoch, and every retry started at its last checkpoint, or at the one before:
+    Tune (2.60) hands a result to the callbacks (the journal) first and fetches its checkpoint
+    from the actor in a separate task, so an actor killed in between is retried from the
+    checkpoint before. A resume after a killed driver starts from the checkpoint in Tune's last
+    experiment snapshot, which may be one checkpoint behind the last reported: it must start
+    just after some checkpoint, no later."""
     trials = pq.read_table(out / "trials.parquet").to_pandas()
     epochs = pq.read_table(out / "epochs.parquet").to_pandas()
     assert len(trials) == n_trials and trials.trial_id.is_unique
@@ -80,7 +83,11 @@ def assert_exact(
     wrong = [
         (tid, got, want)
         for tid, got, want in found
-        if ((got > want or (got - 1) % checkpoint_every) if resumed else got != want)
+        if (
+            (got > want or (got - 1) % checkpoint_every)
+            if resumed
+            else got not in (want, max(1, want - checkpoint_every))
+        )
     ]
     assert not wrong, f"re-runs that did not start from their checkpoint: {wrong}"
     return found
@@ -187,7 +194,7 @@ def test_trial_workers_killed_at_ten_random_moments_lose_nothing(ray_session, st
         killer.join(timeout=10)
     assert len(killer.killed) >= 10, f"the run ended after {len(killer.killed)} kills"
     found = assert_exact(Path(summary.out), n_trials=8, n_epochs=epochs, checkpoint_every=every)
-    assert any(want > 1 for _, _, want in found), found  # some retry went on from a checkpoint
+    assert any(got > 1 for _, got, _ in found), found  # some retry went on from a checkpoint
 
 
 class KillReusedActor(tune.Callback):
