@@ -66,43 +66,51 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m analysis`` (every command's --help has an example)."""
-    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Figures, tables and a report from a study's Parquet results.",
         epilog=MAIN_EXAMPLE,
-        formatter_class=raw,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    report = commands.add_parser(
-        "report",
-        help="write the report",
-        epilog=REPORT_EXAMPLE,
-        formatter_class=raw,
-        description="Write figures, tables, report.md and report.html for a results directory.",
-    )
-    summary = commands.add_parser(
-        "summary",
-        help="print the summary table",
-        epilog=SUMMARY_EXAMPLE,
-        formatter_class=raw,
-        description="Print the summary tables and warnings of a results directory.",
-    )
-    for command in (report, summary):
-        command.add_argument(
+
+    def command(name: str, help_text: str, example: str, description: str):
+        """A subcommand reading RESULTS_DIR, with its example under --help."""
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            epilog=example,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=description,
+        )
+        sub.add_argument(
             "results",
             metavar="RESULTS_DIR",
             help="results/<name> directory, or a URI (file://, s3://, gs://)",
         )
-        command.add_argument(
+        return sub
+
+    report = command(
+        "report",
+        "write the report",
+        REPORT_EXAMPLE,
+        "Write figures, tables, report.md and report.html for a results directory.",
+    )
+    summary = command(
+        "summary",
+        "print the summary table",
+        SUMMARY_EXAMPLE,
+        "Print the summary tables and warnings of a results directory.",
+    )
+    for sub in (report, summary):
+        sub.add_argument(
             "--metric", choices=METRICS, help="selection metric (default: the study's train.metric)"
         )
-        command.add_argument(
+        sub.add_argument(
             "--target",
             type=float,
             help="metric value for steps/time-to-target (default: 95%% of the best final value)",
         )
-    _optuna_commands(commands, raw)
     report.add_argument("--out", help="output directory or URI (default: RESULTS_DIR/report)")
     report.add_argument(
         "--value",
@@ -122,33 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="png,svg",
         help="figure formats, comma-separated (default: png)",
     )
-    return parser
-
-
-def _optuna_commands(commands, raw) -> None:
-    optuna = commands.add_parser(
+    optuna = command(
         "optuna",
-        help="write the study into an Optuna storage",
-        epilog=OPTUNA_EXAMPLE,
-        formatter_class=raw,
-        description="Write (or update) the study as an Optuna study in an RDB storage.",
+        "write the study into an Optuna storage",
+        OPTUNA_EXAMPLE,
+        "Write (or update) the study as an Optuna study in an RDB storage.",
     )
-    dashboard = commands.add_parser(
+    dashboard = command(
         "dashboard",
-        help="serve optuna-dashboard for the study",
-        epilog=DASHBOARD_EXAMPLE,
-        formatter_class=raw,
-        description="Serve optuna-dashboard on 127.0.0.1 for a study, finished or running.",
+        "serve optuna-dashboard for the study",
+        DASHBOARD_EXAMPLE,
+        "Serve optuna-dashboard on 127.0.0.1 for a study, finished or running.",
     )
-    for command in (optuna, dashboard):
-        command.add_argument(
-            "results",
-            metavar="RESULTS_DIR",
-            help="results/<name> directory, or a URI (file://, s3://, gs://)",
-        )
-        command.add_argument(
-            "--study-name", help="the Optuna study's name (default: the study's name)"
-        )
+    for sub in (optuna, dashboard):
+        sub.add_argument("--study-name", help="the Optuna study's name (default: the study's name)")
     optuna.add_argument(
         "--storage", required=True, help="Optuna RDB storage URL, e.g. sqlite:///study.db"
     )
@@ -163,6 +158,7 @@ def _optuna_commands(commands, raw) -> None:
         metavar="SECONDS",
         help="how often to look for new results (default: 10)",
     )
+    return parser
 
 
 def _optuna(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from analysis.errors import ResultsError
 from analysis.load import Results, load_results, open_location
+from model.errors import first_line
 from sweep.results import EPOCHS_FILE, HP_PREFIX, TRIALS_FILE
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def export_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results = load_results(location, keep_running=True)
     name = study_name or results.study.name
-    study = _open_study(optuna, storage_url, name, results)
+    study, storage = _open_study(optuna, storage_url, name, results)
     existing = {t.user_attrs.get("trial_id"): t for t in study.get_trials(deepcopy=False)}
     distributions = _distributions(optuna, results)
     curves = {tid: frame for tid, frame in results.epochs.groupby("trial_id", sort=False)}
@@ -94,7 +95,7 @@ def export_study(
         elif _same(have, want):
             counts["unchanged"] += 1
         elif have.state == optuna.trial.TrialState.RUNNING:
-            _update(study._storage, have, want)
+            _update(storage, have, want)
             counts["updated"] += 1
         else:
             raise ResultsError(
@@ -114,7 +115,7 @@ def _open_study(optuna, storage_url: str, name: str, results: Results):
             storage=storage, study_name=name, direction=direction, load_if_exists=True
         )
     except Exception as exc:  # sqlalchemy, OS and URL errors alike: one line, exit 2
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ResultsError(f"--storage: cannot open {storage_url} ({first})") from exc
     owner = study.user_attrs.get(RESULTS_ATTR)
     here = _canonical(results.location)
@@ -135,7 +136,7 @@ def _open_study(optuna, storage_url: str, name: str, results: Results):
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([results.study.metric])  # the dashboard's axis label
-    return study
+    return study, storage
 
 
 def _canonical(location: str) -> str:

@@ -220,8 +220,8 @@ class StackedOptimizer:
 
     def _decayed(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         weight_decay = self.c["weight_decay"]
-        if isinstance(weight_decay, float):
-            return grad if weight_decay == 0 else grad.add(p, alpha=weight_decay)
+        if isinstance(weight_decay, float) and weight_decay == 0:
+            return grad
         return _plus(grad, p, weight_decay)
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:

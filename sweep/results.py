@@ -182,7 +182,7 @@ class ResultsWriter:
             (row[metric], tid)
             for tid, rows in self._epochs.items()
             for row in rows.values()
-            if _finite(row.get(metric))
+            if finite(row.get(metric))
         ]
         if not scored:
             return None
@@ -377,7 +377,7 @@ _LAST_KEYS = (
 
 
 def _best_epoch(epochs: list[dict], metric: str, mode: str) -> int | None:
-    scored = [(e[metric], e["epoch"]) for e in epochs if _finite(e.get(metric))]
+    scored = [(e[metric], e["epoch"]) for e in epochs if finite(e.get(metric))]
     if not scored:
         return None
     if mode == "min":
@@ -385,13 +385,14 @@ def _best_epoch(epochs: list[dict], metric: str, mode: str) -> int | None:
     return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # ties: the earliest epoch
 
 
-def _finite(value) -> bool:
+def finite(value) -> bool:
+    """A number that is neither None, nan nor infinite."""
     return value is not None and math.isfinite(value)
 
 
 def _mean(values: list) -> float | None:
-    finite = [v for v in values if _finite(v)]
-    return sum(finite) / len(finite) if finite else None
+    kept = [v for v in values if finite(v)]
+    return sum(kept) / len(kept) if kept else None
 
 
 def _float_or_none(value) -> float | None:

@@ -40,7 +40,7 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import FIFOScheduler  # noqa: E402
 
 from model.data import load_dataset  # noqa: E402
-from model.errors import ConfigError  # noqa: E402
+from model.errors import ConfigError, first_line  # noqa: E402
 from sweep import signals, storage, tune_fixes  # noqa: E402
 from sweep.asha import AshaRungs, start_rung_record  # noqa: E402
 from sweep.cluster import check_address  # noqa: E402
@@ -384,7 +384,7 @@ def _start_tracker(study, out: str, opts: RunOptions, writer_cb) -> MlflowTracke
     try:
         tracker.start(writer_cb.ensure().configurations())
     except Exception as exc:  # gone since the check before launch: one line, exit 2
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"--mlflow: cannot log to {opts.mlflow} ({first})") from exc
     writer_cb.listeners.append(tracker)
     return tracker

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import queue
 import threading
@@ -28,8 +27,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from model.errors import ConfigError
+from model.errors import ConfigError, first_line
 from sweep import storage
+from sweep.results import finite
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,14 @@ def check_tracking_uri(uri: str) -> None:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = str(getattr(exc, "reason", exc))
         raise ConfigError(f"--mlflow: cannot reach the tracking server at {uri} ({reason})")
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///") :]
-        folder = os.path.dirname(os.path.abspath(path))
+    folder = _sqlite_folder(uri)
+    if folder is not None:
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ConfigError(f"--mlflow: {uri}: folder {folder!r} does not exist or is read-only")
     try:
         _client(uri).search_experiments(max_results=1)
     except Exception as exc:  # any store error: one line, exit 2
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(f"--mlflow: cannot open tracking URI {uri} ({first})") from exc
 
 
@@ -96,12 +95,17 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def _sqlite_folder(uri: str) -> str | None:
+    """The folder of a sqlite:/// store's database file, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
+
+
 def _artifact_location(uri: str) -> str | None:
     """Beside the database for sqlite:/// (else MLflow writes into the working directory)."""
-    if uri.startswith("sqlite:///"):
-        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///") :]))
-        return "file://" + os.path.join(folder, "mlartifacts")
-    return None
+    folder = _sqlite_folder(uri)
+    return None if folder is None else "file://" + os.path.join(folder, "mlartifacts")
 
 
 def read_run_file(out: str) -> dict | None:
@@ -182,6 +186,8 @@ class MlflowTracker:
         self._thread.start()
 
     def _new_parent(self) -> str:
+        from mlflow.entities import Param
+
         experiment = self.client.get_experiment_by_name(self.study_name)
         if experiment is None:
             experiment_id = self.client.create_experiment(
@@ -195,8 +201,6 @@ class MlflowTracker:
             tags={**self.tags, RESULTS_TAG: self.out},
         )
         run_id = run.info.run_id
-        from mlflow.entities import Param
-
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in self.params.items()])
         self.client.log_text(run_id, self.study_text, "study.yaml")
         record = {"tracking_uri": self.uri, "experiment_id": experiment_id, "run_id": run_id}
@@ -280,7 +284,7 @@ class MlflowTracker:
                 metrics.setdefault(run_id, []).extend(
                     Metric(key, float(row[key]), now, int(row["epoch"]))
                     for key in EPOCH_METRICS
-                    if _finite(row.get(key))
+                    if finite(row.get(key))
                 )
             else:
                 ends.append((run_id, *event[3:]))
@@ -311,7 +315,7 @@ class MlflowTracker:
     def _end(self, run_id: str, status: str, error: str | None, last: Mapping, now: int) -> None:
         from mlflow.entities import Metric, RunTag
 
-        tests = [Metric(k, float(last[k]), now, 0) for k in TEST_METRICS if _finite(last.get(k))]
+        tests = [Metric(k, float(last[k]), now, 0) for k in TEST_METRICS if finite(last.get(k))]
         tags = [RunTag("status", status)]
         if error:
             tags.append(RunTag("error", error[:5000]))
@@ -328,7 +332,7 @@ class MlflowTracker:
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.failures == 1:
-            log.warning("MLflow: logging to %s failed (%s)", self.uri, str(exc).splitlines()[0])
+            log.warning("MLflow: logging to %s failed (%s)", self.uri, first_line(exc))
 
 
 def point_params(point: Mapping) -> dict[str, Any]:
@@ -337,10 +341,6 @@ def point_params(point: Mapping) -> dict[str, Any]:
     params = {key: point[key] for key in ("optimizer", "lr", "batch_size", "seed") if key in point}
     params.update(point.get("optimizer_params") or {})
     return params
-
-
-def _finite(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---- the report, attached to the parent run ----------------------------------------------------

@@ -20,7 +20,16 @@ def results_dir(tmp_path) -> str:
     return write_results(TINY, str(tmp_path))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["report", "--help"], ["summary", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["report", "--help"],
+        ["summary", "--help"],
+        ["optuna", "--help"],
+        ["dashboard", "--help"],
+    ],
+)
 def test_every_command_has_help_with_an_example(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
