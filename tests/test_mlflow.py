@@ -170,10 +170,10 @@ def test_a_resumed_run_catches_up_once_with_what_mlflow_missed(tmp_path):
     first.start([])
     for n in (1, 2):
         first.on_result("a", POINT, epoch(n))
+    first.on_result("c", {**POINT, "seed": 2}, epoch(1))
     first.close(interrupted=True)
     client = MlflowClient(uri)
-    (run,) = children(client, first.parent_id).values()
-    assert run.info.status == "KILLED"
+    assert {run.info.status for run in children(client, first.parent_id).values()} == {"KILLED"}
     assert client.get_run(first.parent_id).info.status == "KILLED"
 
     writer = writer_for(out)  # what the results hold: three epochs, then the end
@@ -181,19 +181,24 @@ def test_a_resumed_run_catches_up_once_with_what_mlflow_missed(tmp_path):
         writer.on_result("a", POINT, {**epoch(n), "test_loss": 0.7, "test_epoch": 3})
     writer.on_end("a", POINT, "completed")
     writer.on_result("b", {**POINT, "seed": 1}, epoch(1))  # one MLflow never saw, still running
+    for n in (1, 2):  # cut short before, and still running: its child goes on
+        writer.on_result("c", {**POINT, "seed": 2}, epoch(n))
     second = tracker(uri, out)
     second.start(writer.configurations())
+    resumed = children(client, first.parent_id)["c"]
+    assert resumed.info.status == "RUNNING"
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")] == [1, 2]
     second.close(interrupted=True)
 
     assert second.parent_id == first.parent_id  # the same parent run, from mlflow.json
     runs = children(client, first.parent_id)
-    assert sorted(runs) == ["a", "b"]
+    assert sorted(runs) == ["a", "b", "c"]
     steps = [m.step for m in client.get_metric_history(runs["a"].info.run_id, "val_loss")]
     assert sorted(steps) == [1, 2, 3]
     assert runs["a"].info.status == "FINISHED" and runs["a"].data.tags["status"] == "completed"
     assert runs["a"].data.metrics["test_loss"] == 0.7
     assert [m.step for m in client.get_metric_history(runs["b"].info.run_id, "val_loss")] == [1]
-    assert runs["b"].info.status == "KILLED"
+    assert runs["b"].info.status == runs["c"].info.status == "KILLED"
 
 
 def test_an_unreachable_tracking_uri_is_exit_2_before_anything_starts(
