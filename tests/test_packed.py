@@ -72,6 +72,25 @@ SETTINGS = {
         ],
     ),
     "adamw": ("adamw", [(0.01, 0, {}), (0.003, 1, {"amsgrad": True}), (0.001, 2, {})]),
+    # Adam(W) members are grouped by equal hyperparameters for torch's fused kernel: groups of
+    # one and of two, and values far enough from the defaults that a wrong one shows
+    "adam-groups": (
+        "adam",
+        [
+            (0.01, 0, {"eps": 0.1}),
+            (0.01, 1, {"eps": 0.1}),
+            (0.01, 2, {"eps": 1e-3, "beta2": 0.9}),
+            (0.003, 3, {"beta1": 0.5, "weight_decay": 0.1}),
+        ],
+    ),
+    "adamw-groups": (
+        "adamw",
+        [
+            (0.01, 0, {"weight_decay": 0.5, "eps": 0.01}),
+            (0.01, 1, {"weight_decay": 0.5, "eps": 0.01}),
+            (0.003, 2, {"weight_decay": 0.0, "beta1": 0.5, "beta2": 0.9}),
+        ],
+    ),
     "rmsprop": ("rmsprop", [(0.01, 0, {}), (0.003, 1, {}), (0.001, 2, {"alpha": 0.9})]),
     "rmsprop-mixed": (
         "rmsprop",
