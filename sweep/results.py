@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import pyarrow as pa
 
@@ -107,8 +108,9 @@ class ResultsWriter:
 
     Every reported epoch is appended to a JSON-lines journal at once (a killed driver loses
     nothing), and the Parquet files are replaced atomically at most every ``flush_interval_s``,
-    when a trial ends, and on ``flush()``. Epoch rows are keyed by (trial_id, epoch), so a trial
-    that is retried from a checkpoint overwrites its re-run epochs instead of duplicating them.
+    when a trial ends (once per ``batch()`` of events), and on ``flush()``. Epoch rows are keyed
+    by (trial_id, epoch), so a trial that is retried from a checkpoint overwrites its re-run
+    epochs instead of duplicating them.
     """
 
     def __init__(
@@ -133,6 +135,8 @@ class ResultsWriter:
         self._journal = None
         self._dirty = False
         self._replaying = False
+        self._batching = False
+        self._ended_in_batch = False
         self._last_flush = 0.0
 
     # ---- events ---------------------------------------------------------------------------
@@ -166,8 +170,26 @@ class ResultsWriter:
         trial = self._trials.setdefault(trial_id, {"last": {}})
         trial.update(status=status, error=error)
         self._dirty = True
-        if not self._replaying:
+        if self._batching:
+            self._ended_in_batch = True
+        elif not self._replaying:
             self.flush()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Events that arrive together (one pack's epoch: a result and maybe an end for each
+        member): each is journaled at once, and the tables are rewritten once at the end if a
+        trial ended, instead of once per ended trial."""
+        outer = self._batching
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = outer
+            if not outer and self._ended_in_batch:
+                self._ended_in_batch = False
+                if not self._replaying:
+                    self.flush()
 
     def status_of(self, trial_id: str) -> str | None:
         trial = self._trials.get(trial_id)

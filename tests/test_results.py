@@ -108,6 +108,37 @@ def test_error_status_survives_a_late_result_and_on_end_rejects_running(tmp_path
         w.on_end("a", SGD, "running")
 
 
+def test_an_end_rewrites_the_tables_at_once_and_a_batch_of_ends_once_at_its_close(tmp_path):
+    w = writer(tmp_path)
+    w.on_result("a", SGD, metrics(1, 0.5))
+    w.on_end("a", SGD, "completed")  # outside a batch: the tables at once
+    assert read(tmp_path)[0].status.to_dict() == {"a": "completed"}
+    with w.batch():
+        for tid, point in (("b", ADAM), ("c", SGD_M)):
+            w.on_result(tid, point, metrics(1, 0.4))
+            w.on_end(tid, point, "diverged" if tid == "b" else "completed")
+        with w.batch():  # nested: only the outermost batch writes
+            w.on_result("d", SGD, metrics(1, 0.3))
+            w.on_end("d", SGD, "completed")
+        assert set(read(tmp_path)[0].index) == {"a"}  # not rewritten per end...
+        ends = [e["trial_id"] for e in journal_events(tmp_path) if e["kind"] == "end"]
+        assert ends == ["a", "b", "c", "d"]  # ...but every end is journaled at once
+    statuses = read(tmp_path)[0].status.to_dict()
+    assert statuses == {"a": "completed", "b": "diverged", "c": "completed", "d": "completed"}
+
+
+def test_a_batch_without_an_end_leaves_the_tables_to_the_flush_interval(tmp_path):
+    w = writer(tmp_path)
+    w.on_result("a", SGD, metrics(1, 0.5))  # the first result is written at once
+    with w.batch():
+        w.on_result("b", ADAM, metrics(1, 0.5))
+    assert set(read(tmp_path)[0].index) == {"a"}  # flush_interval_s is an hour here
+    with pytest.raises(RuntimeError), w.batch():
+        w.on_end("a", SGD, "completed")
+        raise RuntimeError("a listener failed")
+    assert read(tmp_path)[0].status.to_dict() == {"a": "completed", "b": "running"}
+
+
 def test_replay_rebuilds_the_same_tables_without_rewriting_the_journal(tmp_path):
     first = writer(tmp_path)
     for epoch in (1, 2):
