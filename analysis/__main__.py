@@ -260,4 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep.signals import exit_process
+
+    exit_process(main())

@@ -5,9 +5,12 @@
 
 Runs ``python -m sweep run sweep/configs/default.yaml`` (full grid, no ASHA) with
 ``resources.models_per_trial: auto`` and then with ``1``, Ray start-up included in both, and
-prints the wall times and their ratio (target: auto / 1 <= 0.3). Also checks that both runs
-recorded the same per-configuration results (largest relative difference of the final validation
-loss), since a faster sweep that computes something else is no gain. Asserts nothing.
+prints the wall times and their ratio (target: auto / 1 <= 0.3). Also compares what both runs
+recorded per configuration (relative difference of the final validation loss), since a faster
+sweep that computes something else is no gain: a pack's batched matmuls round differently from
+one model's, which is invisible where training is stable (about 1e-6 after 20 epochs) and grows
+without bound where it is chaotic (SGD with lr 0.1-0.3 and momentum 0.9 at batch 16, Adam at
+lr 0.01); the script lists the configurations that differ by more than 1e-4. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             for m, (_, out) in timings.items()
         }
     packed, single = tables["auto"], tables["1"].loc[tables["auto"].index]
-    diff = ((packed.final_val_loss - single.final_val_loss).abs() / single.final_val_loss).max()
+    diff = (packed.final_val_loss - single.final_val_loss).abs() / single.final_val_loss
     packs = packed.pack_id.nunique()
     print(f"\n{len(packed)} configurations; auto made {packs} packs, 1 made {len(single)} trials")
     print(f"{'models_per_trial':>17}{'wall s':>9}")
@@ -63,7 +66,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{models:>17}{wall:>9.1f}")
     ratio = timings["auto"][0] / timings["1"][0]
     print(f"auto / 1 = {ratio:.3f}  (target <= 0.3)")
-    print(f"largest relative difference in final_val_loss, auto vs 1: {diff:.2e}")
+    apart = diff[diff > 1e-4].sort_values(ascending=False)
+    print(
+        f"final_val_loss, auto vs 1: {len(diff) - len(apart)} of {len(diff)} configurations "
+        f"within 1e-4 (median relative difference {diff.median():.1e})"
+    )
+    for trial_id, value in apart.items():
+        print(
+            f"  {trial_id}: {value:.1e} apart (final val loss {single.final_val_loss[trial_id]:.3g}"
+            f" alone, {packed.final_val_loss[trial_id]:.3g} packed)"
+        )
 
 
 if __name__ == "__main__":

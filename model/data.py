@@ -34,11 +34,16 @@ import torch
 from filelock import FileLock, Timeout
 
 from model.errors import ConfigError, DataError
+from model.spec import (  # noqa: F401 - re-exported: DataSpec is plain data (no torch), in model.spec
+    BUILTIN_SOURCES,
+    SCALES,
+    TASKS,
+    DataSpec,
+    _field_error,
+)
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classification", "regression")
-SCALES = ("standard", "minmax", "none")
 CACHE_ENV = "MLP_SWEEP_CACHE"
 DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: an offline machine fails within seconds
 LOCK_TIMEOUT_S = 900.0  # how long a trial waits for another process's download
@@ -46,47 +51,6 @@ LOCK_TIMEOUT_S = 900.0  # how long a trial waits for another process's download
 
 # --------------------------------------------------------------------------------------------
 # Public types
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """The study YAML's ``data:`` section; invalid values raise ConfigError naming the field."""
-
-    source: str = "digits"
-    target: str | None = None
-    task: str = "classification"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    scale: str = "standard"
-    split_seed: int = 0
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.source, os.PathLike):
-            object.__setattr__(self, "source", os.fspath(self.source))
-        if not isinstance(self.source, str) or not self.source:
-            raise _field_error("source", f"must be a dataset name or a path (got {self.source!r})")
-        if self.target is not None and (not isinstance(self.target, str) or not self.target):
-            raise _field_error("target", f"must be a column name or null (got {self.target!r})")
-        _check_choice("task", self.task, TASKS)
-        _check_choice("scale", self.scale, SCALES)
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not _is_real(value):
-                raise _field_error(name, f"must be a number (got {value!r})")
-            if not 0 < value < 1:
-                raise _field_error(name, f"{value!r} out of range (must be > 0 and < 1)")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(
-                f"data.val_fraction + data.test_fraction: {self.val_fraction} + "
-                f"{self.test_fraction} leaves no training rows (the sum must be < 1)"
-            )
-        if not isinstance(self.split_seed, int | np.integer) or isinstance(self.split_seed, bool):
-            raise _field_error("split_seed", f"must be an integer (got {self.split_seed!r})")
-        if not 0 <= self.split_seed < 2**32:
-            raise _field_error("split_seed", f"{self.split_seed} out of range (0 .. 2**32 - 1)")
-        if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
-            raise _field_error("cache_dir", f"must be a path or null (got {self.cache_dir!r})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,7 +202,6 @@ REMOTE_SOURCES: dict[str, RemoteSource] = {
     ),
 }
 
-BUILTIN_SOURCES = ("digits", *REMOTE_SOURCES)
 
 Fetch = Callable[[str, Path], None]
 
@@ -793,19 +756,6 @@ def _scale(splits: list[np.ndarray], scale: str) -> list[np.ndarray]:
 
 def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
-
-
-def _field_error(field: str, problem: str) -> ConfigError:
-    return ConfigError(f"data.{field}: {problem}")
-
-
-def _check_choice(field: str, value: object, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise _field_error(field, f"unknown {field} {value!r} (valid: {', '.join(valid)})")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _listing(names: Sequence[str], limit: int = 12) -> str:

@@ -10,10 +10,7 @@ orientation of a hand-written network that computes ``x @ W + b``: ``W_k`` has s
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,30 +19,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from model.errors import ConfigError, DataError
+from model.spec import (  # noqa: F401 - re-exported: MLPConfig is plain data (no torch), in model.spec
+    ACTIVATION_NAMES,
+    DEFAULT_INIT_SCALE,
+    INITS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    TASKS,
+    VALID_OUTPUTS,
+    MLPConfig,
+)
 
 # Name -> module factory. leaky_relu uses torch's default slope (0.01), gelu the exact erf form;
 # model/reference.py implements the same functions by hand.
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-}
-OUTPUT_ACTIVATIONS = ("none", "sigmoid", "softmax")
-INITS = (
-    "default",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "uniform",
-    "normal",
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = dict(
+    zip(ACTIVATION_NAMES, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.GELU), strict=True)
 )
-LOSSES = ("cross_entropy", "mse")
-TASKS = ("classification", "regression")
-# init_scale when left None: a for uniform(-a, a), s for normal(0, s) (Keras' defaults).
-DEFAULT_INIT_SCALE = {"uniform": 0.05, "normal": 0.05}
 # Nonlinearity names torch.nn.init.calculate_gain knows; gelu is treated like relu.
 _KAIMING_NONLINEARITY = {
     "relu": "relu",
@@ -54,125 +43,6 @@ _KAIMING_NONLINEARITY = {
     "leaky_relu": "leaky_relu",
     "gelu": "relu",
 }
-# Output activations each (task, loss) pair allows. cross_entropy takes logits, so its output
-# activation must be none; regression has no classes to cross-entropy over, nor to softmax over.
-VALID_OUTPUTS = {
-    ("classification", "cross_entropy"): ("none",),
-    ("classification", "mse"): ("none", "sigmoid", "softmax"),
-    ("regression", "mse"): ("none", "sigmoid"),
-}
-
-
-def _choice(field: str, value: object, valid: tuple[str, ...] | list[str], what: str) -> None:
-    if not isinstance(value, str) or value not in valid:
-        raise ConfigError(f"{field}: unknown {what} {value!r} (valid: {', '.join(valid)})")
-
-
-def _positive_int(field: str, value: object) -> int:
-    """value as an int (NumPy integers included); ConfigError unless it is >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{field}: {value!r} is not a positive integer")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    """Architecture, init and loss of one MLP; validated on construction (ConfigError)."""
-
-    input_size: int
-    hidden: tuple[int, ...]
-    output_size: int
-    activation: str | tuple[str, ...] = "relu"  # one for all hidden layers, or one per layer
-    output_activation: str = "none"
-    init: str = "default"
-    init_scale: float | None = None  # a for uniform(-a, a), s for normal(0, s)
-    bias: bool = True
-    task: str = "classification"
-    loss: str = "cross_entropy"
-
-    def __post_init__(self) -> None:
-        # Lists (from YAML or argparse) become tuples so the config stays hashable.
-        if isinstance(self.hidden, list):
-            object.__setattr__(self, "hidden", tuple(self.hidden))
-        if isinstance(self.activation, list):
-            object.__setattr__(self, "activation", tuple(self.activation))
-        object.__setattr__(self, "input_size", _positive_int("model.input_size", self.input_size))
-        object.__setattr__(
-            self, "output_size", _positive_int("model.output_size", self.output_size)
-        )
-        if not isinstance(self.hidden, tuple):
-            raise ConfigError(f"model.hidden: {self.hidden!r} is not a list of layer sizes")
-        hidden = tuple(_positive_int(f"model.hidden[{i}]", n) for i, n in enumerate(self.hidden))
-        object.__setattr__(self, "hidden", hidden)
-        self._validate_activation()
-        _choice("model.output_activation", self.output_activation, OUTPUT_ACTIVATIONS, "output")
-        _choice("model.init", self.init, INITS, "init")
-        self._validate_init_scale()
-        if not isinstance(self.bias, bool):
-            raise ConfigError(f"model.bias: {self.bias!r} is not true or false")
-        _choice("model.task", self.task, TASKS, "task")
-        _choice("model.loss", self.loss, LOSSES, "loss")
-        self._validate_combination()
-
-    def _validate_activation(self) -> None:
-        if isinstance(self.activation, tuple):
-            if len(self.activation) != len(self.hidden):
-                raise ConfigError(
-                    f"model.activation: {len(self.activation)} activations "
-                    f"{list(self.activation)} for {len(self.hidden)} hidden layers"
-                )
-            for i, name in enumerate(self.activation):
-                _choice(f"model.activation[{i}]", name, list(ACTIVATIONS), "activation")
-        else:
-            _choice("model.activation", self.activation, list(ACTIVATIONS), "activation")
-
-    def _validate_init_scale(self) -> None:
-        if self.init_scale is None:
-            return
-        if self.init not in DEFAULT_INIT_SCALE:
-            raise ConfigError(
-                f"model.init_scale: {self.init_scale!r} is set but init {self.init!r} takes "
-                "no scale (only uniform and normal do)"
-            )
-        scale = self.init_scale
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
-            raise ConfigError(f"model.init_scale: {scale!r} is not a positive number")
-        if not math.isfinite(scale):
-            raise ConfigError(f"model.init_scale: {scale!r} is not finite")
-
-    def _validate_combination(self) -> None:
-        if (self.task, self.loss) not in VALID_OUTPUTS:
-            raise ConfigError(
-                f"model.loss: {self.loss!r} does not fit task {self.task!r} "
-                "(regression needs loss mse)"
-            )
-        outputs = VALID_OUTPUTS[(self.task, self.loss)]
-        if self.output_activation not in outputs:
-            why = (
-                "cross_entropy takes logits"
-                if self.loss == "cross_entropy"
-                else f"{self.task} with {self.loss}"
-            )
-            raise ConfigError(
-                f"model.output_activation: {self.output_activation!r} is not allowed with "
-                f"task {self.task!r} and loss {self.loss!r}; {why} (valid: {', '.join(outputs)})"
-            )
-        if self.task == "classification" and self.output_size < 2:
-            raise ConfigError(
-                f"model.output_size: {self.output_size} for classification (needs >= 2 classes)"
-            )
-
-    @property
-    def activations(self) -> tuple[str, ...]:
-        """The activation of each hidden layer."""
-        if isinstance(self.activation, tuple):
-            return self.activation
-        return (self.activation,) * len(self.hidden)
-
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        """Input, hidden and output sizes in order."""
-        return (self.input_size, *self.hidden, self.output_size)
 
 
 class MLP(nn.Module):

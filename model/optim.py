@@ -12,10 +12,12 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-import torch
+from typing import TYPE_CHECKING
 
 from model.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported when an optimizer is built, so that a study file is
+    import torch  # checked against this table without loading torch (see model.spec)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class OptimizerSpec:
 
 
 def _sgd(params, lr, momentum, dampening, nesterov, weight_decay, **fast):
+    import torch
+
     return torch.optim.SGD(
         params,
         lr=lr,
@@ -71,9 +75,11 @@ def _sgd(params, lr, momentum, dampening, nesterov, weight_decay, **fast):
     )
 
 
-def _adam_like(cls):
+def _adam_like(name: str):
     def build(params, lr, beta1, beta2, eps, weight_decay, amsgrad, **fast):
-        return cls(
+        import torch
+
+        return getattr(torch.optim, name)(
             params,
             lr=lr,
             betas=(beta1, beta2),
@@ -87,6 +93,8 @@ def _adam_like(cls):
 
 
 def _rmsprop(params, lr, alpha, eps, momentum, centered, weight_decay, **fast):
+    import torch
+
     return torch.optim.RMSprop(
         params,
         lr=lr,
@@ -100,6 +108,8 @@ def _rmsprop(params, lr, alpha, eps, momentum, centered, weight_decay, **fast):
 
 
 def _adagrad(params, lr, lr_decay, eps, weight_decay, initial_accumulator_value, **fast):
+    import torch
+
     return torch.optim.Adagrad(
         params,
         lr=lr,
@@ -131,10 +141,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         fused_on=CPU_CUDA,
     ),
     "adam": OptimizerSpec(
-        _adam_like(torch.optim.Adam), _ADAM_TYPES, _ADAM_DEFAULTS, _ADAM_RANGES, fused_on=CPU_CUDA
+        _adam_like("Adam"), _ADAM_TYPES, _ADAM_DEFAULTS, _ADAM_RANGES, fused_on=CPU_CUDA
     ),
     "adamw": OptimizerSpec(
-        _adam_like(torch.optim.AdamW),
+        _adam_like("AdamW"),
         _ADAM_TYPES,
         {**_ADAM_DEFAULTS, "weight_decay": 0.01},
         _ADAM_RANGES,

@@ -143,8 +143,7 @@ def _load(args):
 
 
 def _options(args, **extra):
-    from sweep.pending import DEFAULT_PENDING_TIMEOUT_S
-    from sweep.runner import RunOptions
+    from sweep.launch import DEFAULT_PENDING_TIMEOUT_S, RunOptions
 
     timeout = args.pending_timeout
     return RunOptions(
@@ -164,19 +163,32 @@ def _options(args, **extra):
 
 
 def cmd_run(args) -> int:
-    from sweep import runner
+    from sweep import launch
 
     study = _load(args)
     opts = _options(args)
-    if args.exist_ok and runner.holds_study(runner.study_dir(study, opts), study):
-        return _finish(runner.resume_study(runner.study_dir(study, opts), opts))
-    return _finish(runner.run_study(study, opts))
+    out = launch.study_dir(study, opts)
+    if args.exist_ok and launch.holds_study(out, study):
+        return _resume(out, study, opts)
+    prepared = launch.prepare(study, opts)  # checks pass: the data loads and Ray starts...
+    from sweep import runner  # ...while Ray Tune and torch are imported
+
+    return _finish(runner.run_study(study, opts, prepared=prepared))
 
 
 def cmd_resume(args) -> int:
+    from sweep import launch
+
+    return _resume(args.dir, launch.load_saved_study(args.dir), _options(args))
+
+
+def _resume(out: str, study, opts) -> int:
+    from sweep import launch
+
+    prepared = launch.prepare(study, opts, resume=True)
     from sweep import runner
 
-    return _finish(runner.resume_study(args.dir, _options(args)))
+    return _finish(runner.resume_study(out, opts, prepared=prepared))
 
 
 def _finish(summary) -> int:
@@ -207,7 +219,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_dir(args) -> int:
-    from sweep.runner import RunOptions, study_dir
+    from sweep.launch import RunOptions, study_dir
 
     study = _load(args)
     print(study_dir(study, RunOptions(results=args.results, storage=args.storage)))
@@ -244,5 +256,11 @@ COMMANDS = {
     "dir": cmd_dir,
 }
 
+
+def cli() -> None:
+    """The ``mlp-sweep`` entry point: main(), then a quick exit (signals.exit_process)."""
+    signals.exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -21,10 +21,19 @@ from typing import Any, NoReturn
 
 import yaml
 
-from model.data import BUILTIN_SOURCES, SCALES, TASKS, DataSpec
 from model.errors import ConfigError
-from model.mlp import ACTIVATIONS, INITS, LOSSES, OUTPUT_ACTIVATIONS, MLPConfig
 from model.optim import OPTIMIZERS, validate_optimizer
+from model.spec import (  # plain data: a study is checked without importing torch
+    ACTIVATION_NAMES,
+    BUILTIN_SOURCES,
+    INITS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    SCALES,
+    TASKS,
+    DataSpec,
+    MLPConfig,
+)
 
 # metric -> (the mode that makes sense for it, the task it needs or None for any task)
 METRICS: dict[str, tuple[str, str | None]] = {
@@ -556,11 +565,11 @@ def _parse_model(raw: Any, task: str) -> ModelSection:
 def _parse_activation(raw: Any, n_hidden: int) -> str | tuple[str, ...]:
     """One activation name for every hidden layer, or a list with one per layer."""
     if not isinstance(raw, list):
-        return _str("model.activation", raw, tuple(ACTIVATIONS), "activation")
+        return _str("model.activation", raw, ACTIVATION_NAMES, "activation")
     if len(raw) != n_hidden:
         _fail("model.activation", f"a list needs one activation per hidden layer ({n_hidden})", raw)
     for i, name in enumerate(raw):
-        _str(f"model.activation[{i}]", name, tuple(ACTIVATIONS), "activation")
+        _str(f"model.activation[{i}]", name, ACTIVATION_NAMES, "activation")
     return tuple(raw)
 
 

@@ -20,7 +20,6 @@ from ray import tune
 from model.errors import ConfigError
 
 log = logging.getLogger(__name__)
-DEFAULT_PENDING_TIMEOUT_S = 900.0  # an autoscaler needs a few minutes to start a node
 _EPS = 1e-9
 
 

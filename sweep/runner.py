@@ -17,61 +17,41 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import TextIO
 
-# Every Ray process of a local run stays on 127.0.0.1 (must be set before ray is imported).
-if "RAY_ADDRESS" not in os.environ:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Tune's experiment snapshot (what resume restores) at most every 2 s, not "auto" (10 s or more):
-# with every checkpoint kept, no checkpoint forces one, and a killed driver's resume starts from
-# the checkpoints its last snapshot names.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
-import pyarrow.fs as pafs  # noqa: E402
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import FIFOScheduler  # noqa: E402
-
-from model.data import load_dataset  # noqa: E402
-from model.errors import ConfigError, first_line  # noqa: E402
-from sweep import signals, storage, tune_fixes  # noqa: E402
-from sweep.asha import AshaRungs, start_rung_record  # noqa: E402
-from sweep.cluster import check_address  # noqa: E402
-from sweep.config import StudyConfig, check_study_against_data, dump_study, parse_study  # noqa: E402
-from sweep.lock import results_lock  # noqa: E402
-from sweep.pending import DEFAULT_PENDING_TIMEOUT_S, PendingWatch  # noqa: E402
-from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter  # noqa: E402
-from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count  # noqa: E402
-from sweep.tracking import MlflowTracker, check_tracking_uri  # noqa: E402
-from sweep.trial import dataset_to_payload, run_pack  # noqa: E402
+from model.errors import ConfigError, first_line
+from sweep import signals, storage, tune_fixes
+from sweep.asha import AshaRungs, start_rung_record
+from sweep.config import StudyConfig, dump_study
+from sweep.launch import (  # what runs before Tune
+    Prepared,
+    RunOptions,
+    _is_local,
+    journal_path,
+    load_saved_study,
+    loaded,
+    lock_path,
+    prepare,
+    ray_session,
+)
+from sweep.lock import results_lock
+from sweep.pending import PendingWatch
+from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter
+from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count
+from sweep.tracking import MlflowTracker
+from sweep.trial import dataset_to_payload, run_pack
 
 log = logging.getLogger(__name__)
-JOURNAL_FILE = "journal.jsonl"
 SPACE_FILE = "param_space.json"  # the packs and fixed part, as given to Tune
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How and where to run a study (everything the study file does not say)."""
-
-    results: str = "results"  # local directory holding <name>/
-    storage: str | None = None  # local path or URI (file://, s3://, gs://); overrides results
-    address: str | None = None  # an existing Ray cluster; None starts a local one
-    dashboard: bool = False
-    tensorboard: bool = False
-    verbose: bool = False
-    num_cpus: int | None = None  # local Ray only
-    num_gpus: float | None = None  # local Ray only; logical GPUs work without CUDA
-    progress: TextIO | None = None  # where the live progress line goes (None: silent)
-    pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S  # no node can hold a trial: stop (0: wait)
-    mlflow: str | None = None  # MLflow tracking URI: parent run per study, child per configuration
 
 
 @dataclass(frozen=True)
@@ -86,153 +66,6 @@ class RunSummary:
     @property
     def done(self) -> int:
         return sum(n for s, n in self.statuses.items() if s in TERMINAL_STATUSES)
-
-
-def study_dir(study: StudyConfig, opts: RunOptions) -> str:
-    """Where a study's results go: <storage or results>/<name>."""
-    root = opts.storage or os.path.abspath(opts.results)
-    return storage.join(root, study.name)
-
-
-# ---- checks before anything starts ------------------------------------------------------------
-def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False):
-    """Run every check that needs neither Ray nor the data, then start loading the data in a
-    background thread (while Ray starts: see ``loaded``). Nothing is started or written."""
-    out = study_dir(study, opts)
-    if opts.address is None:
-        _check_fits_locally(study, opts)
-    if opts.storage:
-        storage.check_reachable(opts.storage)
-    elif not resume:
-        _check_writable(out)
-    if not resume:
-        _check_fresh(out, study)
-    if opts.mlflow:
-        check_tracking_uri(opts.mlflow)
-    if os.path.exists(lock_path(out)):  # refuse a directory in use before Ray starts
-        with results_lock(lock_path(out), out):
-            pass
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlp-sweep-data")
-    loading = loader.submit(load_dataset, study.data)
-    loader.shutdown(wait=False)
-    return loading, out
-
-
-def loaded(loading: Future, study: StudyConfig):
-    """The dataset prepare() started loading, checked against the study (DataError or
-    ConfigError as if it had been loaded here; nothing has been written yet)."""
-    dataset = loading.result()
-    check_study_against_data(study, dataset.n_train)
-    return dataset
-
-
-def _check_fits_locally(study: StudyConfig, opts: RunOptions) -> None:
-    """A trial that asks for more CPUs or GPUs than the local Ray will have could never start."""
-    if ray.is_initialized():  # a session started by the caller (tests): its resources count
-        have = ray.cluster_resources()
-        cpus, gpus, where = have.get("CPU", 0), have.get("GPU", 0), "the running Ray session"
-    else:
-        cpus = opts.num_cpus if opts.num_cpus is not None else _local_cpu_count()
-        gpus = opts.num_gpus if opts.num_gpus is not None else _local_gpu_count()
-        where = "this machine"
-    res = study.resources
-    if res.gpus_per_trial > 0 and gpus <= 0:
-        raise ConfigError(
-            f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPUs asked, "
-            f"but {where} has no GPU (set it to 0)"
-        )
-    for field, asked, has, flag in (
-        ("cpus_per_trial", res.cpus_per_trial, cpus, "--num-cpus"),
-        ("gpus_per_trial", res.gpus_per_trial, gpus, "--num-gpus"),
-    ):
-        if asked > has + 1e-9:
-            kind = field[:3].upper()
-            raise ConfigError(
-                f"resources.{field}: a trial needs {asked:g} {kind}s, but {where} has {has:g} "
-                f"(lower it, or give the local Ray more with {flag})"
-            )
-
-
-def _local_cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _local_gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def _check_writable(out: str) -> None:
-    probe = out
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe) or "."
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"results: directory {probe!r} is not writable")
-
-
-def holds_study(out: str, study: StudyConfig) -> bool:
-    """True when ``out`` already holds results of exactly this study."""
-    return storage.exists(storage.join(out, STUDY_FILE)) and load_saved_study(out) == study
-
-
-def _check_fresh(out: str, study: StudyConfig) -> None:
-    if not storage.exists(storage.join(out, STUDY_FILE)):
-        return
-    previous = load_saved_study(out)
-    if previous != study:
-        raise ConfigError(f"results: {out} already holds a different study ({previous.name!r})")
-    raise ConfigError(
-        f"results: {out} already holds this study; finish it with `python -m sweep resume {out}`"
-    )
-
-
-def load_saved_study(out: str) -> StudyConfig:
-    """The resolved study saved in a results directory."""
-    import yaml
-
-    path = storage.join(out, STUDY_FILE)
-    if not storage.exists(path):
-        raise ConfigError(f"results: {out} holds no {STUDY_FILE} (not a sweep results directory)")
-    try:
-        raw = yaml.safe_load(storage.read_bytes(path))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise ConfigError(f"results: {path} is damaged (not YAML: {reason})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"results: {path} is damaged (not a study)")
-    return parse_study(raw)
-
-
-# ---- Ray session ------------------------------------------------------------------------------
-@contextmanager
-def ray_session(opts: RunOptions) -> Iterator[None]:
-    """Join the cluster at opts.address, reuse an initialized Ray, or start a private local one."""
-    quiet = not opts.verbose
-    if quiet:  # Tune logs every retried or failed trial with a traceback; the tables keep it
-        logging.getLogger("ray").setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        yield
-        return
-    common = dict(
-        include_dashboard=opts.dashboard,
-        log_to_driver=not quiet,
-        logging_level=logging.ERROR if quiet else logging.INFO,
-    )
-    if opts.address:
-        check_address(opts.address)
-        ray.init(address=opts.address, **common)
-    else:
-        with signals.ray_out_of_reach():
-            ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, **common)
-    signals.rearm()  # ray.init installed SIGTERM handlers of its own (and a C++ stack dumper)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _check_cluster_gpus(study: StudyConfig, opts: RunOptions) -> None:
@@ -256,11 +89,20 @@ def _loaded_then_locked(loading: Future, study: StudyConfig, out: str) -> Iterat
 
 
 def run_study(
-    study: StudyConfig, opts: RunOptions, *, callbacks: Sequence[tune.Callback] = ()
+    study: StudyConfig,
+    opts: RunOptions,
+    *,
+    callbacks: Sequence[tune.Callback] = (),
+    prepared: Prepared | None = None,
 ) -> RunSummary:
-    """Validate, then run the whole grid on Ray Tune, streaming results into Parquet."""
-    loading, out = prepare(study, opts)
-    with ray_session(opts), _loaded_then_locked(loading, study, out) as dataset:
+    """Validate, then run the whole grid on Ray Tune, streaming results into Parquet.
+    ``prepared``: what ``sweep.launch.prepare(study, opts)`` returned, when the caller ran it."""
+    prepared = prepared or prepare(study, opts)
+    out = prepared.out
+    with (
+        ray_session(opts, prepared.ray_start),
+        _loaded_then_locked(prepared.loading, study, out) as dataset,
+    ):
         _check_cluster_gpus(study, opts)
         storage.makedirs(out)
         storage.write_bytes_atomic(storage.join(out, STUDY_FILE), dump_study(study).encode())
@@ -287,13 +129,21 @@ def run_study(
 
 
 def resume_study(
-    out: str, opts: RunOptions, *, callbacks: Sequence[tune.Callback] = ()
+    out: str,
+    opts: RunOptions,
+    *,
+    callbacks: Sequence[tune.Callback] = (),
+    prepared: Prepared | None = None,
 ) -> RunSummary:
-    """Finish an interrupted run from its results directory, with Ray's own Tuner.restore."""
+    """Finish an interrupted run from its results directory, with Ray's own Tuner.restore.
+    ``prepared``: what ``prepare(load_saved_study(out), opts, resume=True)`` returned."""
     study = load_saved_study(out)
-    loading, _ = prepare(study, opts, resume=True)
+    prepared = prepared or prepare(study, opts, resume=True)
     experiment = storage.join(out, RAY_DIR)
-    with ray_session(opts), _loaded_then_locked(loading, study, out) as dataset:
+    with (
+        ray_session(opts, prepared.ray_start),
+        _loaded_then_locked(prepared.loading, study, out) as dataset,
+    ):
         fs, path = storage.resolve(experiment)
         if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
             raise ConfigError(f"results: no Ray experiment to resume in {experiment}")
@@ -502,28 +352,8 @@ def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
     )
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
 def _fs_or_none(uri: str):
     return None if _is_local(uri) else storage.resolve(uri)[0]
-
-
-def journal_path(out: str) -> str:
-    """The driver's append-only journal: beside the tables when they are local, else in the
-    local cache (an object store cannot append), keyed by the results URI."""
-    if _is_local(out):
-        return storage.resolve(storage.join(out, JOURNAL_FILE))[1]
-    cache = os.environ.get("MLP_SWEEP_CACHE") or os.path.expanduser("~/.cache/mlp-sweep")
-    key = hashlib.sha256(out.encode()).hexdigest()[:16]
-    os.makedirs(os.path.join(cache, "journals"), exist_ok=True)
-    return os.path.join(cache, "journals", f"{key}.jsonl")
-
-
-def lock_path(out: str) -> str:
-    """The one-writer lock of a results directory: beside the driver's journal."""
-    return os.path.splitext(journal_path(out))[0] + ".lock"
 
 
 def _pending_watch(study: StudyConfig, opts: RunOptions) -> PendingWatch:
@@ -646,15 +476,16 @@ class ResultsCallback(tune.Callback):
         writer, points = self.ensure(), _points(trial)
         shared = {key: result.get(key) for key in _PACK_KEYS}
         shared["pack_id"] = trial.trial_id
-        for member in result.get("members", []):
-            tid = member["trial_id"]
-            if member.get("epoch") is not None:
-                metrics = {**_plain(member), **shared}
-                writer.on_result(tid, points[tid], metrics)
-                for listener in self.listeners:
-                    listener.on_result(tid, points[tid], metrics)
-            if member.get("end"):
-                self._end(tid, points[tid], member["end"], member.get("error"))
+        with writer.batch():  # the tables are rewritten once per pack result, not per member
+            for member in result.get("members", []):
+                tid = member["trial_id"]
+                if member.get("epoch") is not None:
+                    metrics = {**_plain(member), **shared}
+                    writer.on_result(tid, points[tid], metrics)
+                    for listener in self.listeners:
+                        listener.on_result(tid, points[tid], metrics)
+                if member.get("end"):
+                    self._end(tid, points[tid], member["end"], member.get("error"))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._end_unfinished(trial, "pack ended without a result for this configuration")
@@ -664,9 +495,10 @@ class ResultsCallback(tune.Callback):
 
     def _end_unfinished(self, trial, error: str) -> None:
         writer = self.ensure()
-        for tid, point in _points(trial).items():
-            if writer.status_of(tid) not in TERMINAL_STATUSES:
-                self._end(tid, point, "error", error)
+        with writer.batch():
+            for tid, point in _points(trial).items():
+                if writer.status_of(tid) not in TERMINAL_STATUSES:
+                    self._end(tid, point, "error", error)
 
     def _end(self, tid: str, point: dict, status: str, error: str | None) -> None:
         writer = self.ensure()

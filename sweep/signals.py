@@ -10,12 +10,14 @@ Python's, which raises KeyboardInterrupt. :func:`exit_code` then gives 128 + the
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -122,3 +124,23 @@ def ray_out_of_reach() -> Iterator[None]:
         yield
     finally:
         services.ConsolePopen = original
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a command-line run with ``code`` without tearing the interpreter down.
+
+    Everything a normal exit does for the program still happens: the atexit handlers run
+    (Ray's, logging's) and the output is flushed. Only the final teardown of every module
+    (torch, Ray, pandas) is skipped, which takes 1 to 1.5 s on a 2-core machine and writes
+    nothing. While another (non-daemon) thread still runs, Python's own exit waits for it.
+    """
+    current = threading.current_thread()
+    if any(t is not current and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone (a closed pipe): nothing left to save
+            pass
+    os._exit(code)

@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO, S3_BUCKET, S3_ENV, TINY_STUDY, merge, sweep_command
 
 from sweep import storage
-from sweep.runner import JOURNAL_FILE
+from sweep.launch import JOURNAL_FILE
 from sweep.status import study_status
 
 pytestmark = pytest.mark.slow

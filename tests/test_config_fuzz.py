@@ -18,7 +18,7 @@ from test_config import valid_study
 
 from model.data import load_dataset
 from model.errors import ConfigError
-from sweep import runner
+from sweep import launch
 from sweep.__main__ import main
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
@@ -122,8 +122,8 @@ def test_a_mutated_study_validates_or_is_one_line_exit_2_writing_nothing(
     def no_ray(opts):
         raise Started
 
-    monkeypatch.setattr(runner, "ray_session", no_ray)
-    monkeypatch.setattr(runner, "load_dataset", lambda spec: digits)  # offline, fast
+    monkeypatch.setattr(launch, "start_ray", no_ray)
+    monkeypatch.setattr(launch, "_load_dataset", lambda spec: digits)  # offline, fast
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "study.yaml"
         path.write_text(yaml.safe_dump(study, allow_unicode=True), encoding="utf-8")

@@ -692,3 +692,9 @@ def test_racing_downloads_fetch_each_file_once(tmp_path, fake_remote, monkeypatc
     assert cache_files(folder) == sorted(served)
     for name, content in served.items():
         assert (folder / name).read_bytes() == content
+
+
+def test_the_builtin_sources_the_study_checks_are_digits_and_the_download_table():
+    from model.data import BUILTIN_SOURCES, REMOTE_SOURCES
+
+    assert BUILTIN_SOURCES == ("digits", *REMOTE_SOURCES)  # model.spec lists them without torch

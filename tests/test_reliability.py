@@ -75,14 +75,14 @@ def test_help_says_how_the_address_is_chosen(capsys):
 # ---- resources that can never fit
 @pytest.fixture
 def no_ray(monkeypatch):
-    from sweep import runner
+    from sweep import launch
 
     def refuse(opts):
         raise AssertionError("Ray was started for a study that should have been rejected")
 
-    monkeypatch.setattr(runner, "ray_session", refuse)
+    monkeypatch.setattr(launch, "start_ray", refuse)
     # As in a fresh CLI process: the suite's shared in-process Ray session is not this run's.
-    monkeypatch.setattr(runner.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(launch.ray, "is_initialized", lambda: False)
 
 
 @pytest.mark.parametrize(
@@ -108,11 +108,11 @@ def test_a_trial_bigger_than_the_machine_exits_2_before_launch(
 
 
 def test_cpus_per_trial_up_to_the_machine_passes_the_check(study_file, tmp_path, monkeypatch):
-    from sweep import runner
+    from sweep import launch, runner
     from sweep.config import load_study
 
     started = []
-    monkeypatch.setattr(runner, "ray_session", lambda opts: started.append(opts) or 1 / 0)
+    monkeypatch.setattr(launch, "start_ray", lambda opts: started.append(opts) or 1 / 0)
     study = load_study(study_file({"resources": {"cpus_per_trial": 2}}))
     with pytest.raises(ZeroDivisionError):
         runner.run_study(study, runner.RunOptions(results=str(tmp_path), num_cpus=2))
@@ -316,3 +316,80 @@ def test_a_stop_that_hangs_ends_after_the_grace_period_with_the_cleanups(tmp_pat
             proc.kill()
             proc.wait()
     assert proc.returncode == 143 and out.strip() == "flushed"
+
+
+# ---- a quick exit that still runs what an exit runs
+QUICK_EXIT = """
+import atexit, sys, threading, time
+sys.path.insert(0, {repo!r})
+from sweep import signals
+atexit.register(lambda: open({marker!r}, "w").write("atexit ran"))
+if {busy}:  # a non-daemon thread still working: the exit waits for it, as Python's does
+    threading.Thread(target=lambda: (time.sleep(1), print("thread done"))).start()
+sys.stdout.write("no newline, still flushed")
+sys.stderr.write("to stderr")
+signals.exit_process(3)
+print("never printed")
+"""
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_exit_process_runs_atexit_flushes_and_keeps_the_code(busy, tmp_path):
+    marker = tmp_path / "marker"
+    source = QUICK_EXIT.format(repo=str(REPO), marker=str(marker), busy=busy)
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3
+    assert marker.read_text() == "atexit ran"
+    assert done.stdout.startswith("no newline, still flushed") and "never" not in done.stdout
+    assert done.stdout.endswith("thread done\n") == busy
+    assert done.stderr == "to stderr"
+
+
+def test_the_local_rays_autoscaler_monitor_is_ended_before_shutdown(monkeypatch):
+    """ray.shutdown waits a second for a monitor that no longer reaches the GCS; it is ended
+    first (and only the monitor: the other processes are Ray's to stop)."""
+    import types
+
+    import ray
+
+    from sweep import launch
+
+    monitor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        node = types.SimpleNamespace(
+            all_processes={
+                "monitor": [types.SimpleNamespace(process=monitor)],
+                "raylet": [types.SimpleNamespace(process=other)],
+            }
+        )
+        monkeypatch.setattr(ray._private.worker, "_global_node", node)
+        launch._end_autoscaler_monitor()
+        assert monitor.poll() is not None and other.poll() is None
+        launch._end_autoscaler_monitor()  # already ended: nothing to do
+    finally:
+        for process in (monitor, other):
+            process.kill()
+            process.wait()
+
+
+def test_an_error_starting_ray_in_the_background_is_raised_where_the_session_begins(
+    monkeypatch,
+):
+    from sweep import launch
+
+    def fail(opts):
+        raise ValueError("ray.init refused")
+
+    monkeypatch.setattr(launch, "_init_ray", fail)
+    monkeypatch.setattr(launch.ray, "is_initialized", lambda: False)  # not the suite's session
+    opts = launch.RunOptions()
+    starting = launch.start_ray(opts)
+    assert isinstance(starting, launch.RayStart)
+    entered = []
+    with pytest.raises(ValueError, match="ray.init refused"):
+        with launch.ray_session(opts, starting):
+            entered.append(True)
+    assert entered == []

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +19,7 @@ from conftest import REPO, sweep_command
 from test_config import BAD_STUDIES, mutated
 from test_reliability_e2e import journal, restarts
 
-from sweep import runner
+from sweep import launch, runner
 from sweep.__main__ import EXAMPLES, main
 
 COMMANDS = ("run", "resume", "validate", "status", "dir")
@@ -34,11 +35,12 @@ def test_every_command_has_help_with_an_example(command, capsys):
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    """Fail the test if the runner tries to start or join Ray."""
+    """Fail the test if the run tries to start or join Ray."""
 
-    def refuse(opts):
+    def refuse(opts, *starting):
         raise AssertionError("Ray was started for a study that should have been rejected")
 
+    monkeypatch.setattr(launch, "start_ray", refuse)
     monkeypatch.setattr(runner, "ray_session", refuse)
 
 
@@ -49,10 +51,10 @@ def fake_ray(monkeypatch):
     started = []
 
     @contextlib.contextmanager
-    def session(opts):
-        started.append(opts)
+    def session(opts, starting):
         yield
 
+    monkeypatch.setattr(launch, "start_ray", started.append)
     monkeypatch.setattr(runner, "ray_session", session)
     return started
 
@@ -166,6 +168,69 @@ def test_gpus_asked_on_a_machine_without_gpu_and_bad_metric_exit_2_before_ray(st
         assert expected in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not results.exists()
+
+
+def _processes_tagged(tag: str) -> list[int]:
+    """Pids of the processes whose environment holds tag (a driver's Ray inherits it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if tag.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:  # gone, or not ours
+                pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_bad_data_found_while_ray_starts_exits_2_writes_nothing_and_leaves_no_ray(
+    study_file, tmp_path
+):
+    """The data loads while a real local Ray starts (both in the background): the data error
+    is one line, exit 2, nothing written, and every Ray process the driver started is gone."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,x\n3,,y\n" + "".join(f"{i},{i},x\n" for i in range(40)))
+    study = study_file({"data": {"source": str(bad), "target": "label"}})
+    results = tmp_path / "results"
+    tag = f"MLP_SWEEP_TEST_TAG={uuid.uuid4().hex}"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tag.split("=")[0]: tag}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        sweep_command("run", str(study), "--results", str(results)),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "bad.csv" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not results.exists()
+    deadline = time.monotonic() + 30
+    while _processes_tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_tagged(tag) == []
+
+
+def test_checking_a_study_imports_no_torch():
+    """`sweep run` checks the study before anything starts; without torch that takes a moment,
+    and Ray starts while torch loads (sweep.launch)."""
+    code = (
+        "import sys\n"
+        "from sweep.config import load_study\n"
+        "from sweep.launch import RunOptions, study_dir\n"
+        "study = load_study('sweep/configs/default.yaml', ['train.epochs=2'])\n"
+        "assert study.train.epochs == 2 and study_dir(study, RunOptions()).endswith(study.name)\n"
+        "heavy = sorted({'torch', 'pandas', 'ray.tune'} & set(sys.modules))\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_validate_prints_the_trial_count(study_file, capsys):
