@@ -23,15 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 
-import pyarrow.fs as pafs
-import ray
-from ray import tune
-from ray.tune.schedulers import FIFOScheduler
-
-from model.errors import ConfigError, first_line
-from sweep import signals, storage, tune_fixes
-from sweep.asha import AshaRungs, start_rung_record
-from sweep.config import StudyConfig, dump_study
+# First: sweep.launch sets Ray's environment (every process on 127.0.0.1) before ray is imported.
 from sweep.launch import (  # what runs before Tune
     Prepared,
     RunOptions,
@@ -43,6 +35,17 @@ from sweep.launch import (  # what runs before Tune
     prepare,
     ray_session,
 )
+
+# isort: split
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from model.errors import ConfigError, first_line
+from sweep import signals, storage, tune_fixes
+from sweep.asha import AshaRungs, start_rung_record
+from sweep.config import StudyConfig, dump_study
 from sweep.lock import results_lock
 from sweep.pending import PendingWatch
 from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter
