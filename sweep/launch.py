@@ -102,7 +102,8 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False) -> Pr
     if os.path.exists(lock_path(out)):  # refuse a directory in use before Ray starts
         with results_lock(lock_path(out), out):
             pass
-    return Prepared(out, _in_background("data", _load_dataset, study.data), start_ray(opts))
+    starting = start_ray(opts)  # first: an unreachable address fails before any data loads
+    return Prepared(out, _in_background("data", _load_dataset, study.data), starting)
 
 
 def _load_dataset(spec):
