@@ -214,12 +214,11 @@ class StackedOptimizer:
         optimizer or the device has no fused kernel here)."""
         if self.name not in self._FUSED or device.type not in OPTIMIZERS[self.name].fused_on:
             return None
-        names = self._FUSED_HP
-        columns = [self.hp[name].tolist() for name in names]
+        columns = [self.hp[name].tolist() for name in self._FUSED_HP]
         groups: dict[tuple, list[int]] = {}
         for row, values in enumerate(zip(*columns, strict=True)):
             groups.setdefault(values, []).append(row)
-        return [(dict(zip(names, key, strict=True)), rows) for key, rows in groups.items()]
+        return [(dict(zip(self._FUSED_HP, key, strict=True)), rows) for key, rows in groups.items()]
 
     def _initial_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.name == "sgd":
@@ -292,8 +291,8 @@ class StackedOptimizer:
     def _fused_adam(self, p: torch.Tensor, grad: torch.Tensor, *, decoupled: bool) -> None:
         """torch.optim.Adam(W)'s fused step, one kernel call per group of equal members."""
         if self._rows is None or self._rows[0] is not p or self._rows[1] is not grad:
-            tensors = (p, grad, self.state["exp_avg"], self.state["exp_avg_sq"])
-            tensors += (self.state["max_exp_avg_sq"],)
+            names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            tensors = (p, grad, *(self.state[name] for name in names))
             views = [[[t[row] for row in rows] for t in tensors] for _, rows in self._groups]
             self._rows = (p, grad, views)
         kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_

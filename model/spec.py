@@ -27,6 +27,7 @@ INITS = (
     "normal",
 )
 LOSSES = ("cross_entropy", "mse")
+TASKS = ("classification", "regression")
 # init_scale when left None: a for uniform(-a, a), s for normal(0, s) (Keras' defaults).
 DEFAULT_INIT_SCALE = {"uniform": 0.05, "normal": 0.05}
 # Output activations each (task, loss) pair allows. cross_entropy takes logits, so its output
@@ -43,7 +44,7 @@ def _choice(field: str, value: object, valid: tuple[str, ...] | list[str], what:
         raise ConfigError(f"{field}: unknown {what} {value!r} (valid: {', '.join(valid)})")
 
 
-def _positive_int(field: str, value: object) -> int:
+def positive_int(field: str, value: object) -> int:
     """value as an int (NumPy integers included); ConfigError unless it is >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(f"{field}: {value!r} is not a positive integer")
@@ -71,13 +72,11 @@ class MLPConfig:
             object.__setattr__(self, "hidden", tuple(self.hidden))
         if isinstance(self.activation, list):
             object.__setattr__(self, "activation", tuple(self.activation))
-        object.__setattr__(self, "input_size", _positive_int("model.input_size", self.input_size))
-        object.__setattr__(
-            self, "output_size", _positive_int("model.output_size", self.output_size)
-        )
+        object.__setattr__(self, "input_size", positive_int("model.input_size", self.input_size))
+        object.__setattr__(self, "output_size", positive_int("model.output_size", self.output_size))
         if not isinstance(self.hidden, tuple):
             raise ConfigError(f"model.hidden: {self.hidden!r} is not a list of layer sizes")
-        hidden = tuple(_positive_int(f"model.hidden[{i}]", n) for i, n in enumerate(self.hidden))
+        hidden = tuple(positive_int(f"model.hidden[{i}]", n) for i, n in enumerate(self.hidden))
         object.__setattr__(self, "hidden", hidden)
         self._validate_activation()
         _choice("model.output_activation", self.output_activation, OUTPUT_ACTIVATIONS, "output")
@@ -151,7 +150,6 @@ class MLPConfig:
 
 
 # ---- data --------------------------------------------------------------------------------------
-TASKS = ("classification", "regression")
 SCALES = ("standard", "minmax", "none")
 # Built-in sources: sklearn's digits (offline) and the downloads of model.data.REMOTE_SOURCES.
 BUILTIN_SOURCES = ("digits", "mnist", "fashion-mnist")

@@ -35,6 +35,7 @@ from model.errors import ConfigError
 from model.mlp import MLPConfig, build_mlp, loss_function, prepare_targets
 from model.optim import build_optimizer, validate_lr, validate_optimizer
 from model.packed import StackedMLP, StackedOptimizer, loss_count, stacked_loss
+from model.spec import positive_int
 
 if TYPE_CHECKING:
     from model.data import Dataset
@@ -47,13 +48,6 @@ STATUSES = ("running", "completed", "diverged")
 SELECTS = ("best_epoch", "final")
 # Selection metric -> mode (accuracy is maximised, everything else minimised).
 SELECT_METRICS = {"val_loss": "min", "val_acc": "max", "val_rmse": "min", "train_loss": "min"}
-
-
-def _positive_int(name: str, value: object) -> int:
-    """value as an int (NumPy integers included); ConfigError unless it is >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name}: {value!r} is not a positive integer")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -78,8 +72,8 @@ class TrainConfig:
         validate_optimizer(self.optimizer, self.optimizer_params)
         object.__setattr__(self, "optimizer_params", dict(self.optimizer_params))
         object.__setattr__(self, "lr", validate_lr(self.lr))
-        object.__setattr__(self, "batch_size", _positive_int("batch_size", self.batch_size))
-        object.__setattr__(self, "epochs", _positive_int("epochs", self.epochs))
+        object.__setattr__(self, "batch_size", positive_int("batch_size", self.batch_size))
+        object.__setattr__(self, "epochs", positive_int("epochs", self.epochs))
         seed = self.seed
         if (
             isinstance(seed, bool)
@@ -89,7 +83,7 @@ class TrainConfig:
             raise ConfigError(f"seed: {seed!r} is not an integer in [0, 2**32)")
         object.__setattr__(self, "seed", int(seed))
         if self.num_threads is not None:
-            object.__setattr__(self, "num_threads", _positive_int("num_threads", self.num_threads))
+            object.__setattr__(self, "num_threads", positive_int("num_threads", self.num_threads))
         if self.select not in SELECTS:
             raise ConfigError(f"select: {self.select!r} is not one of {', '.join(SELECTS)}")
         if self.metric not in SELECT_METRICS:
