@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -155,3 +156,47 @@ def test_asha_decides_per_configuration_inside_a_pack(ray_session, study_file, t
     assert set(stopped.epochs_run) <= set(asha.rungs)
     assert (t.drop(index=list(expected_stop)).status == "completed").all()
     assert stopped.test_loss.isna().all()  # no test metrics without all epochs
+
+
+def test_a_pack_result_ending_its_members_rewrites_the_tables_once(
+    study_file, tmp_path, monkeypatch
+):
+    """Every member's end is journaled; the Parquet tables are written once for the result."""
+    from types import SimpleNamespace
+
+    from sweep import results as results_module
+
+    study = load_study(study_file())
+    points = expand_grid(study)
+    assert len(points) >= 2
+    trial = SimpleNamespace(trial_id="pack0", config={PACK_KEY: {"id": 0, "members": points}})
+    callback = _writer_callback(study, str(tmp_path), fresh=True)
+    writes = []
+    real = results_module.ResultsWriter.flush
+    monkeypatch.setattr(
+        results_module.ResultsWriter, "flush", lambda self: writes.append(1) or real(self)
+    )
+
+    def result(epoch: int, end: str | None) -> dict:
+        status = end or "running"
+        members = [
+            {
+                "trial_id": p["trial_id"],
+                "epoch": epoch,
+                "val_loss": 0.4,
+                "status": status,
+                "end": end,
+            }
+            for p in points
+        ]
+        return {"epoch": epoch, "members": members}
+
+    callback.on_trial_result(1, [], trial, result(1, None))  # the first result is written at once
+    writes.clear()
+    callback.on_trial_result(2, [], trial, result(2, "completed"))  # well within flush_interval_s
+    assert len(writes) == 1  # not one per ended member
+    trials = pq.read_table(tmp_path / "trials.parquet").to_pandas()
+    assert sorted(trials.trial_id) == sorted(p["trial_id"] for p in points)
+    assert set(trials.status) == {"completed"} and set(trials.epochs_run) == {2}
+    events = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events].count("end") == len(points)
