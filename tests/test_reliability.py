@@ -337,8 +337,9 @@ print("never printed")
 def test_exit_process_runs_atexit_flushes_and_keeps_the_code(busy, tmp_path):
     marker = tmp_path / "marker"
     source = QUICK_EXIT.format(repo=str(REPO), marker=str(marker), busy=busy)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usual
     done = subprocess.run(
-        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 3
     assert marker.read_text() == "atexit ran"
