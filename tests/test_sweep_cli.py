@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -188,30 +190,40 @@ def _processes_tagged(tag: str) -> list[int]:
 def test_bad_data_found_while_ray_starts_exits_2_writes_nothing_and_leaves_no_ray(
     study_file, tmp_path
 ):
-    """The data loads while a real local Ray starts (both in the background): the data error
-    is one line, exit 2, nothing written, and every Ray process the driver started is gone."""
+    """The data loads while a real local Ray starts (both in the background): Ray did start,
+    yet the data error is one line, exit 2, nothing written in the results, and no process of
+    that Ray is left (Ray binds its processes' lives to the driver's; this holds it to that)."""
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,label\n1,2,x\n3,,y\n" + "".join(f"{i},{i},x\n" for i in range(40)))
     study = study_file({"data": {"source": str(bad), "target": "label"}})
     results = tmp_path / "results"
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must fit
     tag = f"MLP_SWEEP_TEST_TAG={uuid.uuid4().hex}"
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tag.split("=")[0]: tag}
+    env["RAY_TMPDIR"] = ray_tmp
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(
-        sweep_command("run", str(study), "--results", str(results)),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=180,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "bad.csv" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert not results.exists()
-    deadline = time.monotonic() + 30
-    while _processes_tagged(tag) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _processes_tagged(tag) == []
+    try:
+        done = subprocess.run(
+            sweep_command("run", str(study), "--results", str(results)),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=180,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "bad.csv" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert not results.exists()
+        sessions = [
+            p for p in os.listdir(os.path.join(ray_tmp, "ray")) if p.startswith("session_2")
+        ]
+        assert len(sessions) == 1  # the error came after a real Ray had started
+        deadline = time.monotonic() + 30
+        while _processes_tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _processes_tagged(tag) == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_checking_a_study_imports_no_torch():
