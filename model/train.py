@@ -34,7 +34,13 @@ import torch
 from model.errors import ConfigError
 from model.mlp import MLPConfig, build_mlp, loss_function, prepare_targets
 from model.optim import build_optimizer, validate_lr, validate_optimizer
-from model.packed import StackedMLP, StackedOptimizer, loss_count, stacked_loss
+from model.packed import (
+    StackedMLP,
+    StackedOptimizer,
+    columns_from_batch_major,
+    loss_count,
+    stacked_loss,
+)
 from model.spec import positive_int
 
 if TYPE_CHECKING:
@@ -42,6 +48,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# 2: a pack's (K, P) tensors are feature-major (model.packed); format 1 checkpoints are converted.
+CHECKPOINT_FORMAT = 2
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating; bounds memory on large splits
 STATUSES = ("running", "completed", "diverged")
 # Which weights are tested: those of the best epoch by the selection metric, or the last epoch's.
@@ -195,9 +203,9 @@ class TorchEngine:
         return (total / len(batches)).view(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs for a shared input, (1, rows, out)."""
+        """Outputs for a shared input, feature-major as a pack's: (1, out, rows)."""
         self.model.eval()
-        return self.model(x).unsqueeze(0)
+        return self.model(x).t().unsqueeze(0)
 
     def weights(self) -> list[torch.Tensor]:
         return [p.detach().unsqueeze(0) for p in self.model.parameters()]
@@ -492,7 +500,7 @@ class PackTrainer:
                 out = self.engine.forward(split.x[rows])
                 loss_sum += stacked_loss(cfg, out, split.targets[rows]).double()
                 if split.labels is not None:
-                    correct += (out.argmax(dim=-1) == split.labels[rows]).sum(dim=1)
+                    correct += (out.argmax(dim=1) == split.labels[rows]).sum(dim=1)
         losses = (loss_sum / loss_count(cfg, len(split.x))).tolist()
         if split.labels is None:
             return [_Scores(loss, None, math.sqrt(loss)) for loss in losses]
@@ -504,6 +512,7 @@ class PackTrainer:
         """A copy of everything resuming needs; loads with torch.load(weights_only=True)."""
         np_state = np.random.get_state()
         state = {
+            "format": CHECKPOINT_FORMAT,
             "engine": self.engine.state_dict(),
             "active": list(self.active),
             "statuses": list(self.statuses),
@@ -533,6 +542,8 @@ class PackTrainer:
             raise ConfigError(
                 f"checkpoint: {len(state['statuses'])} members, this pack has {len(self.cfgs)}"
             )
+        if state.get("format", 1) < 2 and isinstance(self.engine, StackedEngine):
+            state = _stacked_from_format_1(state, self.cfg.model)
         self.engine.load_state_dict(state["engine"])
         self.active = [int(m) for m in state["active"]]
         self.statuses = [str(s) for s in state["statuses"]]
@@ -598,6 +609,30 @@ class Trainer:
         a diverged epoch."""
         for records in self.pack.run():
             yield records[0][1]
+
+
+def _stacked_from_format_1(state: Mapping, cfg: MLPConfig) -> dict:
+    """A pack's checkpoint from before format 2 (weights batch-major, model.packed), converted."""
+    columns = columns_from_batch_major(cfg)
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        return t[:, columns.to(t.device)]
+
+    engine = state["engine"]
+    optimizer = engine["optimizer"]
+    best = state["best_weights"]
+    return {
+        **state,
+        "engine": {
+            **engine,
+            "flat": convert(engine["flat"]),
+            "optimizer": {
+                **optimizer,
+                "state": {k: convert(t) for k, t in optimizer["state"].items()},
+            },
+        },
+        "best_weights": None if best is None else [convert(w) for w in best],
+    }
 
 
 def _clone(value):
