@@ -6,8 +6,8 @@ process, and (b) ``python -m sweep run`` with ASHA off, Ray start-up included.
 
 Grids: ``digits`` is the default study's shape with one seed (sweep/configs/default.yaml,
 20 epochs); ``mnist`` is MNIST-shaped generated data (60,000 x 784, 10 classes), 3 optimizers x
-3 learning rates x batch 32/128/512, 3 epochs. Targets on a 2-core machine: sweep/loop <= 0.5
-on digits, <= 0.4 on MNIST-shaped. Prints a table; asserts nothing.
+3 learning rates x batch 32/128/512, 3 epochs. Targets on a 2-core machine: sweep/loop <= 0.3
+on both. Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
