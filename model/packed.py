@@ -66,10 +66,10 @@ class StackedMLP:
     def _bind(self, flat: torch.Tensor) -> None:
         """Make flat (K, P) the parameters: leaf views per layer, gradients in flat_grad.
 
-        torch's bmm computes a batch of one, or a batch of contiguous matrices, on another path
-        than the strided batches of a pack, rounded differently for many shapes. So a lone member
-        keeps a ghost, a second row that the forward pass computes and drops and no optimizer
-        steps: its numbers do not change when its neighbours leave the stack."""
+        torch's bmm computes a batch of one on another path than a batch of several, rounded
+        differently for many shapes. So a lone member keeps a ghost, a second row that the forward
+        pass computes and drops and no optimizer steps: its numbers do not change when its
+        neighbours leave the stack. (The other half of that guarantee is in model/__init__.py.)"""
         flat = flat.detach()
         store = flat.contiguous() if len(flat) > 1 else torch.cat([flat, flat])
         store_grad = torch.zeros_like(store)

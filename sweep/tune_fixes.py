@@ -10,12 +10,13 @@ requeues the trial for a retry (one failure counted), then the ``reset`` task's 
 finds the trial PENDING and ends it as ERROR, whatever ``max_failures`` says. The second
 notice is about the same death and is dropped here.
 
-Tune's start does not import every logger integration. Before any trial starts, ``tune.run``
+Tune's start no longer imports every logger integration. Before any trial starts, ``tune.run``
 tags its usage telemetry with the callbacks' class names, and to tell its own callbacks from
 others it imports the MLflow, Weights & Biases, Comet and Aim integrations: with mlflow installed
 (``pip install mlp-sweep[mlflow]``) that import alone held every sweep's first trial back by
-0.75-1 s (measured, `benchmarks/packing.py`). The tag only counts callback classes for Ray's
-usage statistics; it is skipped here, nothing else of Tune's changes.
+0.75-1 s (traced, from ``Tuner.fit``'s start to the first trial's). The tag only counts callback
+classes for Ray's usage statistics; it is skipped here (where this Ray has it), nothing else of
+Tune's changes.
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ def apply() -> None:
 
 
 def _skip_callback_usage_tag() -> None:
-    from ray.air._internal import usage
-
-    if getattr(usage.tag_callbacks, _APPLIED, False):
+    try:
+        from ray.air._internal import usage
+    except ImportError:  # a Ray without this telemetry module
+        return
+    if not hasattr(usage, "tag_callbacks") or getattr(usage.tag_callbacks, _APPLIED, False):
         return
 
     def tag_callbacks(callbacks) -> bool:
