@@ -246,14 +246,20 @@ def test_resumed_pack_ends_where_an_uninterrupted_one_ends(optimizer):
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
+    got = resume_and_finish(cfgs, data, early, torch.load(buffer, weights_only=True))
+    for member in range(3):
+        assert_like_solo(got[member], straight[member], rtol=0)
+
+
+def resume_and_finish(cfgs, data, early, state) -> dict[int, list[EpochMetrics]]:
+    """Each member's records: those of the early epochs, then a pack resumed from state's."""
     resumed = PackTrainer(cfgs, data)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    got = {m: [r for records in early for mm, r in records if mm == m] for m in range(3)}
+    resumed.load_state_dict(state)
+    got = {m: [r for records in early for mm, r in records if mm == m] for m in range(len(cfgs))}
     for records in resumed.run():
         for member, record in records:
             got[member].append(record)
-    for member in range(3):
-        assert_like_solo(got[member], straight[member], rtol=0)
+    return got
 
 
 def _batch_major(t: torch.Tensor, cfg) -> torch.Tensor:
@@ -297,12 +303,7 @@ def test_a_checkpoint_of_the_batch_major_format_resumes(optimizer):
         },
         "best_weights": [_batch_major(w, model) for w in state["best_weights"]],
     }
-    resumed = PackTrainer(cfgs, data)
-    resumed.load_state_dict(old)
-    got = {m: [r for records in early for mm, r in records if mm == m] for m in range(2)}
-    for records in resumed.run():
-        for member, record in records:
-            got[member].append(record)
+    got = resume_and_finish(cfgs, data, early, old)
     for member in range(2):
         assert_like_solo(got[member], straight[member], rtol=0)
 
