@@ -39,7 +39,7 @@ from model.spec import (  # noqa: F401 - re-exported: DataSpec is plain data (no
     SCALES,
     TASKS,
     DataSpec,
-    _field_error,
+    data_field_error,
 )
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ def _read_source(spec: DataSpec) -> _Table:
 
 
 def _target_unused(spec: DataSpec) -> ConfigError:
-    return _field_error(
+    return data_field_error(
         "target",
         f"{spec.target!r} given, but source {spec.source!r} has no named columns "
         "(target applies to CSV and Parquet only)",
@@ -398,7 +398,7 @@ def _table_from_frame(frame: pd.DataFrame, origin: str, name: str, target: str |
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if target is None:
-        raise _field_error("target", f"required for {origin} (columns: {_listing(columns)})")
+        raise data_field_error("target", f"required for {origin} (columns: {_listing(columns)})")
     if target not in columns:
         raise DataError(
             f"{origin}: target column {target!r} not found (columns: {_listing(columns)})"

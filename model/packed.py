@@ -235,7 +235,7 @@ class StackedOptimizer:
             derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
         self.c = {name: _coefficient(value, like) for name, value in derived.items()}
         self._groups = self._fused_groups(like.device)
-        self._rows: tuple | None = None  # row views of param, grad and state (fused_step)
+        self._rows: tuple | None = None  # row views of param, grad and state (_fused_adam)
 
     # The optimizers stepped by torch's fused kernel, and the hyperparameters it takes.
     _FUSED = ("adam", "adamw")

@@ -172,37 +172,35 @@ class DataSpec:
         if isinstance(self.source, os.PathLike):
             object.__setattr__(self, "source", os.fspath(self.source))
         if not isinstance(self.source, str) or not self.source:
-            raise _field_error("source", f"must be a dataset name or a path (got {self.source!r})")
+            raise data_field_error(
+                "source", f"must be a dataset name or a path (got {self.source!r})"
+            )
         if self.target is not None and (not isinstance(self.target, str) or not self.target):
-            raise _field_error("target", f"must be a column name or null (got {self.target!r})")
-        _check_choice("task", self.task, TASKS)
-        _check_choice("scale", self.scale, SCALES)
+            raise data_field_error("target", f"must be a column name or null (got {self.target!r})")
+        _choice("data.task", self.task, TASKS, "task")
+        _choice("data.scale", self.scale, SCALES, "scale")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not _is_real(value):
-                raise _field_error(name, f"must be a number (got {value!r})")
+                raise data_field_error(name, f"must be a number (got {value!r})")
             if not 0 < value < 1:
-                raise _field_error(name, f"{value!r} out of range (must be > 0 and < 1)")
+                raise data_field_error(name, f"{value!r} out of range (must be > 0 and < 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction: {self.val_fraction} + "
                 f"{self.test_fraction} leaves no training rows (the sum must be < 1)"
             )
         if not isinstance(self.split_seed, numbers.Integral) or isinstance(self.split_seed, bool):
-            raise _field_error("split_seed", f"must be an integer (got {self.split_seed!r})")
+            raise data_field_error("split_seed", f"must be an integer (got {self.split_seed!r})")
         if not 0 <= self.split_seed < 2**32:
-            raise _field_error("split_seed", f"{self.split_seed} out of range (0 .. 2**32 - 1)")
+            raise data_field_error("split_seed", f"{self.split_seed} out of range (0 .. 2**32 - 1)")
         if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
-            raise _field_error("cache_dir", f"must be a path or null (got {self.cache_dir!r})")
+            raise data_field_error("cache_dir", f"must be a path or null (got {self.cache_dir!r})")
 
 
-def _field_error(field: str, problem: str) -> ConfigError:
+def data_field_error(field: str, problem: str) -> ConfigError:
+    """The error for a bad ``data.<field>`` (model.data raises it too)."""
     return ConfigError(f"data.{field}: {problem}")
-
-
-def _check_choice(field: str, value: object, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise _field_error(field, f"unknown {field} {value!r} (valid: {', '.join(valid)})")
 
 
 def _is_real(value: object) -> bool:

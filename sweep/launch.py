@@ -311,14 +311,10 @@ def _end_autoscaler_monitor() -> None:
             process.wait(timeout=5)
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
 def journal_path(out: str) -> str:
     """The driver's append-only journal: beside the tables when they are local, else in the
     local cache (an object store cannot append), keyed by the results URI."""
-    if _is_local(out):
+    if storage.is_local(out):
         return storage.resolve(storage.join(out, JOURNAL_FILE))[1]
     cache = os.environ.get("MLP_SWEEP_CACHE") or os.path.expanduser("~/.cache/mlp-sweep")
     key = hashlib.sha256(out.encode()).hexdigest()[:16]

@@ -27,7 +27,6 @@ from importlib import metadata
 from sweep.launch import (  # what runs before Tune
     Prepared,
     RunOptions,
-    _is_local,
     journal_path,
     load_saved_study,
     loaded,
@@ -151,7 +150,7 @@ def resume_study(
         if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
             raise ConfigError(f"results: no Ray experiment to resume in {experiment}")
         tuner = tune.Tuner.restore(
-            experiment if _is_local(experiment) else path,
+            experiment if storage.is_local(experiment) else path,
             trainable=_trainable(study, dataset),
             param_space=_saved_space(out),
             resume_unfinished=True,
@@ -356,7 +355,7 @@ def _run_config(study, out: str, opts: RunOptions, callbacks) -> tune.RunConfig:
 
 
 def _fs_or_none(uri: str):
-    return None if _is_local(uri) else storage.resolve(uri)[0]
+    return None if storage.is_local(uri) else storage.resolve(uri)[0]
 
 
 def _pending_watch(study: StudyConfig, opts: RunOptions) -> PendingWatch:

@@ -58,6 +58,11 @@ def is_uri(uri_or_path: str | os.PathLike[str]) -> bool:
     return "://" in str(uri_or_path)
 
 
+def is_local(uri_or_path: str | os.PathLike[str]) -> bool:
+    """A plain path or a file:// URI (a file system this process can append to)."""
+    return not is_uri(uri_or_path) or str(uri_or_path).startswith("file://")
+
+
 def resolve(uri_or_path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """Return ``(filesystem, path)`` for a local path, ``file://``, ``s3://`` or ``gs://`` URI.
 
