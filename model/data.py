@@ -1,4 +1,4 @@
-"""Data sources -> one Dataset of float32 / int64 tensors with fixed train/val/test splits.
+"""Data sources -> fixed train/val/test splits: ``Arrays`` (NumPy), or a ``Dataset`` of tensors.
 
     python -m model train --data digits      # scikit-learn's bundled copy, offline (the default)
     python -m model train --data mnist       # downloaded once into ~/.cache/mlp-sweep/mnist/
@@ -9,6 +9,10 @@ A source is a built-in name (``digits``, ``mnist``, ``fashion-mnist``) or a path
 ``DataSpec.split_seed`` alone; scaling is fitted on the training split. MNIST and Fashion-MNIST
 are verified against the SHA-256 table ``REMOTE_SOURCES``; offline, put their four ``.gz`` files in
 ``<cache dir>/<name>/``.
+
+Loading imports neither torch nor sklearn (together about 2 s of a sweep's start-up, whose driver
+only needs the arrays): ``load_arrays`` gives NumPy splits, ``Arrays.tensors()`` or
+``load_dataset`` the torch ``Dataset``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ import shutil
 import struct
 import urllib.request
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from filelock import FileLock, Timeout
 
 from model.errors import ConfigError, DataError
@@ -44,6 +49,9 @@ from model.spec import (  # noqa: F401 - re-exported: DataSpec is plain data (no
 )
 from model.split import holdout
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "MLP_SWEEP_CACHE"
@@ -55,19 +63,11 @@ LOCK_TIMEOUT_S = 900.0  # how long a trial waits for another process's download
 # Public types
 
 
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Fixed splits as tensors: float32 features; int64 labels or float32 regression targets."""
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
-    name: str
-    task: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    classes: tuple[str, ...] = ()  # label names in index order (classification); () otherwise
+
+class _Splits:
+    """What the splits' shapes say, alike for NumPy arrays and tensors."""
 
     @property
     def n_features(self) -> int:
@@ -87,7 +87,53 @@ class Dataset:
         return int(self.x_train.shape[0])
 
 
+@dataclass(frozen=True, eq=False)
+class Dataset(_Splits):
+    """Fixed splits as tensors: float32 features; int64 labels or float32 regression targets."""
+
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...] = ()  # label names in index order (classification); () otherwise
+
+
+@dataclass(frozen=True, eq=False)
+class Arrays(_Splits):
+    """The same splits as contiguous NumPy arrays, before torch: what a sweep's driver holds and
+    sends its trials."""
+
+    name: str
+    task: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...] = ()
+
+    def tensors(self) -> Dataset:
+        """The splits as tensors sharing the arrays' memory (imports torch)."""
+        import torch
+
+        with warnings.catch_warnings():
+            # read-only arrays (Ray's object store holds a trial's): the tensors never write
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = {name: torch.from_numpy(getattr(self, name)) for name in SPLITS}
+        return Dataset(name=self.name, task=self.task, classes=self.classes, **tensors)
+
+
 def load_dataset(spec: DataSpec) -> Dataset:
+    """``load_arrays(spec)`` as tensors."""
+    return load_arrays(spec).tensors()
+
+
+def load_arrays(spec: DataSpec) -> Arrays:
     """Read ``spec.source``, encode the targets, split by ``spec.split_seed``, scale on train."""
     table = _read_source(spec)
     y, y_test, classes = _encode_targets(table, spec.task)
@@ -97,26 +143,26 @@ def load_dataset(spec: DataSpec) -> Dataset:
     train, val, test = _split(table, y, y_test, spec)
     x_train, x_val, x_test = _scale([train[0], val[0], test[0]], spec.scale)
     label_dtype = np.int64 if spec.task == "classification" else np.float32
-    dataset = Dataset(
+    arrays = Arrays(
         name=table.name,
         task=spec.task,
-        x_train=_tensor(x_train, np.float32),
-        y_train=_tensor(train[1], label_dtype),
-        x_val=_tensor(x_val, np.float32),
-        y_val=_tensor(val[1], label_dtype),
-        x_test=_tensor(x_test, np.float32),
-        y_test=_tensor(test[1], label_dtype),
+        x_train=np.ascontiguousarray(x_train, dtype=np.float32),
+        y_train=np.ascontiguousarray(train[1], dtype=label_dtype),
+        x_val=np.ascontiguousarray(x_val, dtype=np.float32),
+        y_val=np.ascontiguousarray(val[1], dtype=label_dtype),
+        x_test=np.ascontiguousarray(x_test, dtype=np.float32),
+        y_test=np.ascontiguousarray(test[1], dtype=label_dtype),
         classes=classes,
     )
     log.info(
         "%s: %d train / %d val / %d test rows, %d features",
-        dataset.name,
-        dataset.n_train,
-        len(dataset.x_val),
-        len(dataset.x_test),
-        dataset.n_features,
+        arrays.name,
+        arrays.n_train,
+        len(arrays.x_val),
+        len(arrays.x_test),
+        arrays.n_features,
     )
-    return dataset
+    return arrays
 
 
 # --------------------------------------------------------------------------------------------
@@ -761,10 +807,6 @@ def _scale(splits: list[np.ndarray], scale: str) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
 
 
 def _listing(names: Sequence[str], limit: int = 12) -> str:

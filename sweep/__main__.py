@@ -205,12 +205,12 @@ def _finish(summary) -> int:
 
 
 def cmd_validate(args) -> int:
-    from model.data import load_dataset
+    from model.data import load_arrays
     from sweep.config import check_study_against_data
     from sweep.space import trial_count
 
     study = _load(args)
-    data = load_dataset(study.data)
+    data = load_arrays(study.data)
     check_study_against_data(study, data.n_train)
     print(
         f"ok: {study.name}: {trial_count(study)} trials on {data.name} ({data.n_train} train rows)"

@@ -42,7 +42,7 @@ from sweep.results import STUDY_FILE  # noqa: E402
 from sweep.tracking import check_tracking_uri  # noqa: E402
 
 if TYPE_CHECKING:
-    from model.data import Dataset
+    from model.data import Arrays
 
 JOURNAL_FILE = "journal.jsonl"
 DEFAULT_PENDING_TIMEOUT_S = 900.0  # an autoscaler needs a few minutes to start a node
@@ -70,7 +70,7 @@ class Prepared:
     """A run that passed its checks: where it writes, its data loading and Ray starting."""
 
     out: str
-    loading: Future  # the Dataset
+    loading: Future  # the data, as model.data.Arrays
     ray_start: RayStart | None  # ray.init in progress; None: the caller's Ray session
 
 
@@ -84,7 +84,8 @@ def study_dir(study: StudyConfig, opts: RunOptions) -> str:
 def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False) -> Prepared:
     """Run every check that needs neither Ray nor the data (nothing is started or written
     before they pass), then start loading the data and starting Ray, each in a background
-    thread, while the caller goes on (the CLI imports Ray Tune and torch meanwhile).
+    thread, while the caller goes on (the CLI imports Ray Tune meanwhile; the driver never needs
+    torch).
 
     Starting Ray writes nothing into the results directory, so a bad data file still ends the
     run with nothing written (``loaded`` raises it inside ``ray_session``, which stops Ray)."""
@@ -107,13 +108,13 @@ def prepare(study: StudyConfig, opts: RunOptions, *, resume: bool = False) -> Pr
 
 
 def _load_dataset(spec):
-    from model.data import load_dataset  # torch and pandas: imported off the main thread
+    from model.data import load_arrays  # pandas: imported off the main thread
 
-    return load_dataset(spec)
+    return load_arrays(spec)
 
 
-def loaded(loading: Future, study: StudyConfig) -> Dataset:
-    """The dataset prepare() started loading, checked against the study (DataError or
+def loaded(loading: Future, study: StudyConfig) -> Arrays:
+    """The data prepare() started loading, checked against the study (DataError or
     ConfigError as if it had been loaded here; nothing has been written yet)."""
     dataset = loading.result()
     check_study_against_data(study, dataset.n_train)

@@ -3,47 +3,33 @@
 A trial's config holds ``pack`` (``{"id", "members"}``, each member a grid point with its
 ``trial_id``) and ``fixed`` (model section, epochs, selection, checkpoint period, resources, early
 stopping), both plain data. The dataset arrives once through Ray's object store as NumPy arrays
-(zero-copy on the node). Each epoch is one Tune result whose ``members`` list holds one record per
-configuration that ran it, with ``end`` set when that configuration stopped.
+(zero-copy on the node), sent by ``sweep.trainable``: the torch-free side the driver imports.
+Each epoch is one Tune result whose ``members`` list holds one record per configuration that ran
+it, with ``end`` set when that configuration stopped.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Mapping
 
-import numpy as np
 import ray
 import torch
 from ray import tune
 
-from model.data import Dataset
+from model.data import Arrays, Dataset
 from model.errors import ConfigError
 from model.mlp import MLPConfig
 from model.train import PackTrainer, TrainConfig
 from sweep.space import PACK_KEY
 
 CHECKPOINT_FILE = "trainer.pt"
-_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-
-
-def dataset_to_payload(data: Dataset) -> dict:
-    """A Dataset as plain NumPy arrays and scalars, for Ray's object store."""
-    payload = {name: getattr(data, name).numpy() for name in _ARRAYS}
-    payload.update(name=data.name, task=data.task, classes=tuple(data.classes))
-    return payload
 
 
 def dataset_from_payload(payload: Mapping) -> Dataset:
-    """Rebuild the Dataset without copying the arrays (they are read-only in the object store)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": never written to
-        tensors = {name: torch.from_numpy(np.asarray(payload[name])) for name in _ARRAYS}
-    return Dataset(
-        name=payload["name"], task=payload["task"], classes=payload["classes"], **tensors
-    )
+    """The Dataset of sweep.trainable.payload, sharing the object store's (read-only) arrays."""
+    return Arrays(**payload).tensors()
 
 
 def pick_device(gpu_fraction: float) -> str:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_config import valid_study
 
-from model.data import load_dataset
+from model.data import load_arrays
 from model.errors import ConfigError
 from sweep import launch
 from sweep.__main__ import main
@@ -107,7 +107,7 @@ class Started(Exception):
 def digits():
     from sweep.config import parse_study
 
-    return load_dataset(parse_study(base_study()).data)
+    return load_arrays(parse_study(base_study()).data)
 
 
 @settings(

@@ -245,6 +245,27 @@ def test_checking_a_study_imports_no_torch():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_sweeps_driver_never_imports_torch_or_sklearn(study_file, tmp_path):
+    """The driver loads the data as NumPy arrays and hands Tune a torch-free trial function
+    (sweep.trainable): torch and sklearn (about 2 s of imports) stay out of its start-up, and
+    the trials, which import torch in their own workers, still train."""
+    study = study_file({"train": {"epochs": 1}}, optimizers={"sgd": {"lr": [0.1]}})
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print(sorted({'torch', 'sklearn'} & set(sys.modules))))\n"
+        "from sweep.__main__ import main\n"
+        f"sys.exit(main(['run', {str(study)!r}, '--results', {str(tmp_path / 'r')!r}]))\n"
+    )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    trials = pq.read_table(tmp_path / "r" / "tiny" / "trials.parquet").to_pandas()
+    assert len(trials) > 0 and (trials.status == "completed").all()
+
+
 def test_validate_prints_the_trial_count(study_file, capsys):
     assert main(["validate", str(study_file())]) == 0
     assert "2 trials" in capsys.readouterr().out

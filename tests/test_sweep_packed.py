@@ -13,7 +13,7 @@ from ray import tune
 from test_reliability_e2e import journal, restarts
 from test_sweep_run import KillOnce
 
-from model.data import load_dataset
+from model.data import load_arrays
 from sweep.asha import AshaRungs
 from sweep.config import load_study
 from sweep.runner import RunOptions, _trainable, _writer_callback, fixed_params, run_study
@@ -99,7 +99,7 @@ def test_a_member_with_a_bad_value_is_an_error_and_its_pack_goes_on(
     ray_session, study_file, tmp_path
 ):
     study = load_study(study_file(GRID, optimizers={"adam": {"lr": [0.01, 0.001]}}))
-    dataset = load_dataset(study.data)
+    dataset = load_arrays(study.data)
     members = expand_grid(study)
     members[1] = {**members[1], "lr": -1.0}  # what validation would refuse, reaching a trial
     out = str(tmp_path / "bad")
