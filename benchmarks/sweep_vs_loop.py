@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntorch threads in the loop: {torch.get_num_threads()}, cores: {os.cpu_count()}")
     print(f"{'grid':<8}{'trials':>7}{'loop s':>9}{'sweep s':>9}{'sweep/loop':>12}")
     for grid, trials, loop_s, sweep_s in rows:
-        print(f"{grid:<8}{trials:>7}{loop_s:>9.1f}{sweep_s:>9.1f}{sweep_s / loop_s:>12.2f}")
+        print(f"{grid:<8}{trials:>7}{loop_s:>9.1f}{sweep_s:>9.1f}{sweep_s / loop_s:>12.3f}")
 
 
 if __name__ == "__main__":
