@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,30 @@ def test_digits_is_the_default_with_fixed_split_sizes_and_dtypes():
     for x, y in all_splits(ds):
         assert x.dtype == torch.float32 and y.dtype == torch.int64
         assert x.is_contiguous() and y.ndim == 1
+
+
+def test_arrays_are_the_datasets_splits_and_its_tensors_share_their_memory():
+    """What a sweep's driver loads (NumPy, no torch) is what a trial trains on."""
+    spec = DataSpec(task="regression", split_seed=5)
+    arrays = data.load_arrays(spec)
+    ds, again = arrays.tensors(), load_dataset(spec)
+    for name in data.SPLITS:
+        array, tensor = getattr(arrays, name), getattr(ds, name)
+        assert array.flags.c_contiguous and array.dtype == np.float32
+        assert tensor.data_ptr() == array.ctypes.data  # not a copy
+        assert torch.equal(tensor, getattr(again, name))
+    assert (arrays.n_train, arrays.n_features, arrays.n_outputs) == (1257, 64, 1)
+
+
+def test_read_only_arrays_become_tensors_without_a_warning():
+    """A trial's arrays come read-only from Ray's object store; torch would warn every trial."""
+    arrays = data.load_arrays(DataSpec())
+    for name in data.SPLITS:
+        getattr(arrays, name).flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = arrays.tensors()
+    assert ds.n_train == arrays.n_train and ds.classes == arrays.classes
 
 
 def test_digits_split_is_stratified():
