@@ -50,7 +50,7 @@ from sweep.pending import PendingWatch
 from sweep.results import RAY_DIR, RUN_FILE, STUDY_FILE, TERMINAL_STATUSES, ResultsWriter
 from sweep.space import PACK_KEY, hyperparameter_columns, param_space, trial_count
 from sweep.tracking import MlflowTracker
-from sweep.trainable import payload, run_pack
+from sweep.trainable import payload_of, run_pack
 
 log = logging.getLogger(__name__)
 SPACE_FILE = "param_space.json"  # the packs and fixed part, as given to Tune
@@ -297,7 +297,7 @@ def _trial_slots(study: StudyConfig) -> int:
 
 def _trainable(study: StudyConfig, dataset):
     resources = {"cpu": study.resources.cpus_per_trial, "gpu": study.resources.gpus_per_trial}
-    trainable = tune.with_parameters(run_pack, payload=payload(dataset))
+    trainable = tune.with_parameters(run_pack, payload=payload_of(dataset))
     return tune.with_resources(trainable, resources)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from model.data import SPLITS, Arrays
 
 
-def payload(arrays: Arrays) -> dict:
+def payload_of(arrays: Arrays) -> dict:
     """The arrays and what names them, for Ray's object store (zero-copy on the node)."""
     fields = {name: getattr(arrays, name) for name in SPLITS}
     return {**fields, "name": arrays.name, "task": arrays.task, "classes": tuple(arrays.classes)}

@@ -28,7 +28,7 @@ CHECKPOINT_FILE = "trainer.pt"
 
 
 def dataset_from_payload(payload: Mapping) -> Dataset:
-    """The Dataset of sweep.trainable.payload, sharing the object store's (read-only) arrays."""
+    """The Dataset of sweep.trainable.payload_of, sharing the object store's (read-only) arrays."""
     return Arrays(**payload).tensors()
 
 
