@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, TextIO
 # Every Ray process of a local run stays on 127.0.0.1 (must be set before ray is imported).
 if "RAY_ADDRESS" not in os.environ:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-# A local Ray starts no idle workers for the driver: Tune runs each trial in a placement group,
-# which never takes one of them, so they only cost CPU while Ray starts (Ray 2.60; ~1 s of the
-# default study on 2 cores).
+# A local Ray starts no idle workers for the driver: Tune's trial actors never take one (they
+# carry a runtime env of Tune's own, so they need a worker of another runtime-env hash), so they
+# only cost CPU while Ray starts (Ray 2.60; ~1 s of the default study on 2 cores).
 os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
