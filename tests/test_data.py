@@ -15,6 +15,7 @@ import random
 import struct
 import threading
 import time
+import tracemalloc
 import urllib.error
 import warnings
 from pathlib import Path
@@ -281,6 +282,25 @@ def test_own_test_split_is_scaled_with_training_statistics(tmp_path):
     span = np.ptp(train, axis=0)
     expected = (x_test.reshape(10, 16) - train.min(axis=0)) / np.where(span == 0, 1, span)
     np.testing.assert_allclose(ds.x_test.numpy(), expected, atol=1e-6)
+
+
+def test_loading_copies_float32_features_once(tmp_path):
+    """The file's arrays, then the split and scaled ones: about twice the features' bytes at the
+    peak, not three times (MNIST-sized float32 features are 188 MB)."""
+    rng = np.random.default_rng(0)
+    x, x_test = rng.normal(size=(40_000, 64)), rng.normal(size=(10_000, 64))  # 12.8 MB as float32
+    path = tmp_path / "f32.npz"
+    labels = {"y_train": np.arange(40_000) % 3, "y_test": np.arange(10_000) % 3}
+    np.savez(path, x_train=x.astype(np.float32), x_test=x_test.astype(np.float32), **labels)
+    features = (x.size + x_test.size) * 4
+    tracemalloc.start()
+    try:
+        arrays = data.load_arrays(DataSpec(source=str(path)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert arrays.x_train.dtype == np.float32 and len(arrays.x_test) == 10_000
+    assert 2 * features < peak < 2.5 * features
 
 
 def test_npz_x_y_layout_is_split_three_ways(tmp_path):
