@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -113,7 +114,11 @@ def test_a_member_with_a_bad_value_is_an_error_and_its_pack_goes_on(
         },
         run_config=tune.RunConfig(storage_path=out, name="ray", callbacks=[writer], verbose=0),
     )
-    tuner.fit()
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    finally:  # Tune leaves its SIGINT handler behind; later tests expect Python's
+        signal.signal(signal.SIGINT, sigint)
     writer.close()
     trials, _ = tables(out)
     bad = trials.set_index("trial_id").loc[members[1]["trial_id"]]
