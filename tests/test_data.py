@@ -300,7 +300,7 @@ def test_loading_copies_float32_features_once(tmp_path):
     finally:
         tracemalloc.stop()
     assert arrays.x_train.dtype == np.float32 and len(arrays.x_test) == 10_000
-    assert 2 * features < peak < 2.5 * features
+    assert 2 * features < peak < 2.6 * features  # 3.07 when the splits were copied twice
 
 
 def test_npz_x_y_layout_is_split_three_ways(tmp_path):
