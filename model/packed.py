@@ -142,6 +142,9 @@ def columns_from_batch_major(cfg: MLPConfig) -> torch.Tensor:
     return torch.cat(parts)
 
 
+_HOST = torch.device("cpu")
+
+
 def _per_member(values: Sequence[float | bool], device: torch.device) -> torch.Tensor:
     dtype = torch.bool if isinstance(values[0], bool) else torch.float64
     return torch.tensor(list(values), dtype=dtype, device=device)
@@ -153,11 +156,15 @@ def _view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return (values if values.dtype == torch.bool else values.to(like.dtype)).view(shape)
 
 
-def _coefficient(values: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
-    """values (K,) as one Python float when all are equal, else as a (K, 1, ...) tensor."""
-    if values.dtype != torch.bool and bool((values == values[0]).all()):
-        return float(values[0])
-    return _view(values, like)
+def _coefficient(
+    on_host: torch.Tensor, on_device: torch.Tensor, like: torch.Tensor
+) -> float | torch.Tensor:
+    """One per-member value, held on the host and on like's device (the same tensor on a CPU):
+    a Python float when every member has the same (read from the host copy, so a step never waits
+    for the device), else the device copy as a (K, 1, ...) tensor."""
+    if on_host.dtype != torch.bool and bool((on_host == on_host[0]).all()):
+        return float(on_host[0])
+    return _view(on_device, like)
 
 
 # In-place updates with a coefficient that is a float (as torch.optim passes it) or a per-member
@@ -190,15 +197,6 @@ def _addcdiv_(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef) -> t
     return target.add_(a * coef / b)  # (coef * a) / b, rounded as addcdiv_ rounds it
 
 
-def _choose(mask: torch.Tensor, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
-    """Per member: if_true() where mask, else if_false() (each called only when needed)."""
-    if bool(mask.all()):
-        return if_true()
-    if not bool(mask.any()):
-        return if_false()
-    return torch.where(_view(mask, like), if_true(), if_false())
-
-
 class StackedOptimizer:
     """One optimizer of model.optim's table over a (K, P) parameter tensor, hyperparameters per
     member (row). ``step(param, grad)`` updates param in place; ``keep(rows)`` drops the other
@@ -216,26 +214,64 @@ class StackedOptimizer:
         self.name = name
         device = param.device
         resolved = [resolve_optimizer(name, hp) for hp in hyperparams]
-        self.hp: dict[str, torch.Tensor] = {"lr": _per_member(lrs, device)}
+        host = {"lr": _per_member(lrs, _HOST)}
         for key in OPTIMIZERS[name].hyperparams:
-            self.hp[key] = _per_member([r[key] for r in resolved], device)
+            host[key] = _per_member([r[key] for r in resolved], _HOST)
+        self._set_hp(host, device)
         self.step_count = 0
         self.state: dict[str, torch.Tensor] = self._initial_state(param)
         self._coefficients(param)
 
+    def _set_hp(self, host: dict[str, torch.Tensor], device: torch.device) -> None:
+        """The hyperparameters, (K,) each: ``_host`` on the CPU, for every decision a step makes
+        (which branch, whether members agree), and ``hp`` on the device, for per-member
+        arithmetic. A step then never reads a value back from the device: on a GPU each such
+        read waits for every kernel queued before it."""
+        self._host = host
+        self.hp = {key: value.to(device) for key, value in host.items()}
+
     def _coefficients(self, like: torch.Tensor) -> None:
         """Per-member constants, computed once in float64: a Python float where every member
-        has the same value (the usual case: a study fixes all but lr), else (K, 1) tensors."""
-        hp = self.hp
-        derived = {name: value for name, value in hp.items()}
-        for name in ("beta1", "beta2", "alpha", "dampening"):
-            if name in hp:
-                derived[f"1-{name}"] = 1 - hp[name]
-        if "weight_decay" in hp:
-            derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
-        self.c = {name: _coefficient(value, like) for name, value in derived.items()}
+        has the same value (the usual case: a study fixes all but lr), else (K, 1) tensors;
+        and the boolean choices per member (``_choose``)."""
+
+        def derive(hp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            derived = dict(hp)
+            for name in ("beta1", "beta2", "alpha", "dampening"):
+                if name in hp:
+                    derived[f"1-{name}"] = 1 - hp[name]
+            if "weight_decay" in hp:
+                derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
+            return derived
+
+        on_host, on_device = derive(self._host), derive(self.hp)
+        self.c = {name: _coefficient(on_host[name], on_device[name], like) for name in on_host}
+        self._masks = {
+            name: (self._host[name], self.hp[name])
+            for name in ("nesterov", "amsgrad", "centered")
+            if name in self._host
+        }
+        if "momentum" in self._host:
+            self._masks["momentum"] = (self._host["momentum"] > 0, self.hp["momentum"] > 0)
         self._groups = self._fused_groups(like.device)
         self._rows: tuple | None = None  # row views of param, grad and state (_fused_adam)
+
+    def _choose(self, mask: str, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
+        """Per member: if_true() where the boolean hyperparameter ``mask`` holds (for
+        "momentum": where it is > 0), else if_false(); each called only when needed."""
+        on_host, on_device = self._masks[mask]
+        if bool(on_host.all()):
+            return if_true()
+        if not bool(on_host.any()):
+            return if_false()
+        return torch.where(_view(on_device, like), if_true(), if_false())
+
+    def _step_coefficient(self, compute, like: torch.Tensor) -> float | torch.Tensor:
+        """compute(hyperparameters) for a coefficient that changes with the step (a bias
+        correction, a decayed lr), as ``_coefficient`` gives it."""
+        on_host = compute(self._host)
+        on_device = on_host if on_host.device == like.device else compute(self.hp)
+        return _coefficient(on_host, on_device, like)
 
     # The optimizers stepped by torch's fused kernel, and the hyperparameters it takes.
     _FUSED = ("adam", "adamw")
@@ -246,7 +282,7 @@ class StackedOptimizer:
         optimizer or the device has no fused kernel here)."""
         if self.name not in self._FUSED or device.type not in OPTIMIZERS[self.name].fused_on:
             return None
-        columns = [self.hp[name].tolist() for name in self._FUSED_HP]
+        columns = [self._host[name].tolist() for name in self._FUSED_HP]
         groups: dict[tuple, list[int]] = {}
         for row, values in enumerate(zip(*columns, strict=True)):
             groups.setdefault(values, []).append(row)
@@ -277,18 +313,18 @@ class StackedOptimizer:
         return _plus(grad, p, weight_decay)
 
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:
-        c, momentum = self.c, self.hp["momentum"]
+        c = self.c
         grad = self._decayed(p, grad)
-        if bool(momentum.any()):
+        if bool(self._host["momentum"].any()):
             buf = self.state["momentum_buffer"]
             if self.step_count == 1:
                 buf.copy_(grad)  # torch.optim starts the buffer at the first gradient
             else:
                 _add_(buf.mul_(c["momentum"]), grad, c["1-dampening"])
-            momentum_grad = _choose(
-                self.hp["nesterov"], lambda: _plus(grad, buf, c["momentum"]), lambda: buf, p
+            momentum_grad = self._choose(
+                "nesterov", lambda: _plus(grad, buf, c["momentum"]), lambda: buf, p
             )
-            grad = _choose(momentum > 0, lambda: momentum_grad, lambda: grad, p)
+            grad = self._choose("momentum", lambda: momentum_grad, lambda: grad, p)
         _add_(p, grad, -c["lr"])
 
     def _adam(self, p: torch.Tensor, grad: torch.Tensor) -> None:
@@ -301,7 +337,7 @@ class StackedOptimizer:
         if self._groups is not None:
             self._fused_adam(p, grad, decoupled=decoupled)
             return
-        hp, c, state, step = self.hp, self.c, self.state, self.step_count
+        c, state, step = self.c, self.state, self.step_count
         if decoupled:
             p.mul_(1 - c["lr*weight_decay"])
         else:
@@ -309,14 +345,16 @@ class StackedOptimizer:
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, c["1-beta1"])
         _addcmul_(exp_avg_sq.mul_(c["beta2"]), grad, grad, c["1-beta2"])
-        step_size = _coefficient(hp["lr"] / (1 - hp["beta1"] ** step), p)
-        bias_correction2_sqrt = _coefficient(torch.sqrt(1 - hp["beta2"] ** step), p)
+        step_size = self._step_coefficient(lambda hp: hp["lr"] / (1 - hp["beta1"] ** step), p)
+        bias_correction2_sqrt = self._step_coefficient(
+            lambda hp: torch.sqrt(1 - hp["beta2"] ** step), p
+        )
 
         def amsgrad() -> torch.Tensor:
             torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             return state["max_exp_avg_sq"]
 
-        second = _choose(hp["amsgrad"], amsgrad, lambda: exp_avg_sq, p)
+        second = self._choose("amsgrad", amsgrad, lambda: exp_avg_sq, p)
         denom = second.sqrt().div_(bias_correction2_sqrt).add_(c["eps"])
         _addcdiv_(p, exp_avg, denom, -step_size)
 
@@ -349,7 +387,7 @@ class StackedOptimizer:
             )
 
     def _rmsprop(self, p: torch.Tensor, grad: torch.Tensor) -> None:
-        hp, c, state = self.hp, self.c, self.state
+        c, state = self.c, self.state
         grad = self._decayed(p, grad)
         square_avg = state["square_avg"]
         _addcmul_(square_avg.mul_(c["alpha"]), grad, grad, c["1-alpha"])
@@ -358,23 +396,23 @@ class StackedOptimizer:
             state["grad_avg"].lerp_(grad, c["1-alpha"])
             return square_avg.addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
 
-        avg = _choose(hp["centered"], centered, lambda: square_avg.sqrt(), p).add_(c["eps"])
-        if bool(hp["momentum"].any()):
+        avg = self._choose("centered", centered, lambda: square_avg.sqrt(), p).add_(c["eps"])
+        if bool(self._host["momentum"].any()):
             buf = state["momentum_buffer"]
             buf.mul_(c["momentum"]).addcdiv_(grad, avg)
             # members without momentum round as below, (lr * grad) / avg, so their numbers do
             # not depend on whether a neighbour in the pack has momentum
-            update = _choose(
-                hp["momentum"] > 0, lambda: buf * c["lr"], lambda: grad * c["lr"] / avg, p
+            update = self._choose(
+                "momentum", lambda: buf * c["lr"], lambda: grad * c["lr"] / avg, p
             )
             p.sub_(update)
         else:
             p.addcdiv_(grad * c["lr"], avg, value=-1)
 
     def _adagrad(self, p: torch.Tensor, grad: torch.Tensor) -> None:
-        hp, c = self.hp, self.c
+        c, step = self.c, self.step_count
         grad = self._decayed(p, grad)
-        clr = _coefficient(hp["lr"] / (1 + (self.step_count - 1) * hp["lr_decay"]), p)
+        clr = self._step_coefficient(lambda hp: hp["lr"] / (1 + (step - 1) * hp["lr_decay"]), p)
         state_sum = self.state["sum"]
         state_sum.addcmul_(grad, grad)
         std = state_sum.sqrt().add_(c["eps"])
@@ -382,18 +420,21 @@ class StackedOptimizer:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the members at rows (a LongTensor of positions in the stack)."""
-        self.hp = {key: value[rows.to(value.device)] for key, value in self.hp.items()}
         self.state = {key: t.index_select(0, rows.to(t.device)) for key, t in self.state.items()}
-        self._coefficients(next(iter(self.state.values())))
+        like = next(iter(self.state.values()))
+        self._set_hp({key: value[rows.to(_HOST)] for key, value in self._host.items()}, like.device)
+        self._coefficients(like)
 
     def state_dict(self) -> dict:
         return {"step": self.step_count, "hp": dict(self.hp), "state": dict(self.state)}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.step_count = int(state["step"])
-        self.hp = {key: value.clone() for key, value in state["hp"].items()}
         self.state = {key: t.clone() for key, t in state["state"].items()}
-        self._coefficients(next(iter(self.state.values())))
+        like = next(iter(self.state.values()))
+        host = {key: value.to(_HOST, copy=True) for key, value in state["hp"].items()}
+        self._set_hp(host, like.device)
+        self._coefficients(like)
 
 
 def stacked_loss(cfg: MLPConfig, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

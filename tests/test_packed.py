@@ -11,6 +11,7 @@ from test_train import make_cfg, make_data
 
 from model.data import Dataset
 from model.errors import ConfigError
+from model.packed import StackedOptimizer
 from model.train import EpochMetrics, PackTrainer, TrainConfig, Trainer
 
 RTOL = 1e-4
@@ -123,6 +124,22 @@ def test_pack_equals_each_member_trained_alone_with_torch_optim(setting):
     got = run_pack(cfgs, data)
     for member, cfg in enumerate(cfgs):
         assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_an_optimizer_step_reads_nothing_back_from_the_device(setting):
+    """On a GPU every value read back (bool(), float(), .item(), .tolist()) waits for all the
+    kernels queued before it, so a step decides from host copies only. Tensors on the meta device
+    hold no values: reading one raises, so a step over meta parameters reads none."""
+    optimizer, members = SETTINGS[setting]
+    param = torch.zeros(len(members), 12, device="meta")
+    lrs, hps = [lr for lr, _, _ in members], [hp for _, _, hp in members]
+    stacked = StackedOptimizer(optimizer, param, lrs, hps)
+    for _ in range(3):
+        stacked.step(param, torch.ones_like(param))
+    stacked.keep(torch.tensor([0, len(members) - 1]))  # reads rows: not a step, done rarely
+    param = param[[0, -1]]
+    stacked.step(param, torch.ones_like(param))
 
 
 @pytest.mark.parametrize(
