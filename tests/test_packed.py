@@ -11,8 +11,7 @@ from test_train import make_cfg, make_data
 
 from model.data import Dataset
 from model.errors import ConfigError
-from model.packed import StackedOptimizer
-from model.train import EpochMetrics, PackTrainer, TrainConfig, Trainer
+from model.train import EpochMetrics, PackTrainer, StackedEngine, TrainConfig, Trainer
 
 RTOL = 1e-4
 
@@ -127,19 +126,23 @@ def test_pack_equals_each_member_trained_alone_with_torch_optim(setting):
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_an_optimizer_step_reads_nothing_back_from_the_device(setting):
+def test_a_training_epoch_reads_nothing_back_from_the_device(setting):
     """On a GPU every value read back (bool(), float(), .item(), .tolist()) waits for all the
-    kernels queued before it, so a step decides from host copies only. Tensors on the meta device
-    hold no values: reading one raises, so a step over meta parameters reads none."""
+    kernels queued before it, so a pack's steps (forward, loss, backward, optimizer) decide from
+    host values only. Tensors on the meta device hold no values: reading one raises."""
     optimizer, members = SETTINGS[setting]
-    param = torch.zeros(len(members), 12, device="meta")
-    lrs, hps = [lr for lr, _, _ in members], [hp for _, _, hp in members]
-    stacked = StackedOptimizer(optimizer, param, lrs, hps)
-    for _ in range(3):
-        stacked.step(param, torch.ones_like(param))
-    stacked.keep(torch.tensor([0, len(members) - 1]))  # reads rows: not a step, done rarely
-    param = param[[0, -1]]
-    stacked.step(param, torch.ones_like(param))
+    cfgs = [
+        make_cfg(optimizer=optimizer, lr=lr, seed=seed, optimizer_params=hp, batch_size=16)
+        for lr, seed, hp in members
+    ]
+    meta = torch.device("meta")
+    engine = StackedEngine(cfgs, meta)
+    x = torch.zeros(40, cfgs[0].model.input_size, device=meta)
+    labels = torch.zeros(40, dtype=torch.long, device=meta)
+    orders = torch.zeros(len(cfgs), 40, dtype=torch.long, device=meta)
+    assert engine.train_epoch(x, labels, orders, 16).shape == (len(cfgs),)  # 3 steps
+    engine.keep(torch.tensor([0, len(cfgs) - 1]))  # reads the rows kept: done rarely
+    assert engine.train_epoch(x, labels, orders[:2], 16).shape == (2,)
 
 
 @pytest.mark.parametrize(
