@@ -246,23 +246,25 @@ class StackedOptimizer:
 
         on_host, on_device = derive(self._host), derive(self.hp)
         self.c = {name: _coefficient(on_host[name], on_device[name], like) for name in on_host}
-        self._masks = {
-            name: (self._host[name], self.hp[name])
-            for name in ("nesterov", "amsgrad", "centered")
-            if name in self._host
-        }
-        if "momentum" in self._host:
-            self._masks["momentum"] = (self._host["momentum"] > 0, self.hp["momentum"] > 0)
+        # mask -> (every member, no member: decided on the host; the mask on the device)
+        self._masks = {}
+        for name in ("nesterov", "amsgrad", "centered", "momentum"):
+            if name in self._host:
+                host, device = self._host[name], self.hp[name]
+                if name == "momentum":
+                    host, device = host > 0, device > 0
+                self._masks[name] = (bool(host.all()), not bool(host.any()), device)
+        self._any_momentum = "momentum" in self._masks and not self._masks["momentum"][1]
         self._groups = self._fused_groups(like.device)
         self._rows: tuple | None = None  # row views of param, grad and state (_fused_adam)
 
     def _choose(self, mask: str, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
         """Per member: if_true() where the boolean hyperparameter ``mask`` holds (for
         "momentum": where it is > 0), else if_false(); each called only when needed."""
-        on_host, on_device = self._masks[mask]
-        if bool(on_host.all()):
+        every, none, on_device = self._masks[mask]
+        if every:
             return if_true()
-        if not bool(on_host.any()):
+        if none:
             return if_false()
         return torch.where(_view(on_device, like), if_true(), if_false())
 
@@ -315,7 +317,7 @@ class StackedOptimizer:
     def _sgd(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         c = self.c
         grad = self._decayed(p, grad)
-        if bool(self._host["momentum"].any()):
+        if self._any_momentum:
             buf = self.state["momentum_buffer"]
             if self.step_count == 1:
                 buf.copy_(grad)  # torch.optim starts the buffer at the first gradient
@@ -397,7 +399,7 @@ class StackedOptimizer:
             return square_avg.addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
 
         avg = self._choose("centered", centered, lambda: square_avg.sqrt(), p).add_(c["eps"])
-        if bool(self._host["momentum"].any()):
+        if self._any_momentum:
             buf = state["momentum_buffer"]
             buf.mul_(c["momentum"]).addcdiv_(grad, avg)
             # members without momentum round as below, (lr * grad) / avg, so their numbers do
