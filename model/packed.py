@@ -157,14 +157,14 @@ def _view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _coefficient(
-    on_host: torch.Tensor, on_device: torch.Tensor, like: torch.Tensor
+    on_host: torch.Tensor, on_device: Callable[[], torch.Tensor], like: torch.Tensor
 ) -> float | torch.Tensor:
-    """One per-member value, held on the host and on like's device (the same tensor on a CPU):
-    a Python float when every member has the same (read from the host copy, so a step never waits
-    for the device), else the device copy as a (K, 1, ...) tensor."""
+    """One per-member value: a Python float when every member has the same (decided on the host
+    copy, so a step never waits for the device), else ``on_device()``, the values on like's
+    device (the host copy itself on a CPU), as a (K, 1, ...) tensor."""
     if on_host.dtype != torch.bool and bool((on_host == on_host[0]).all()):
         return float(on_host[0])
-    return _view(on_device, like)
+    return _view(on_device(), like)
 
 
 # In-place updates with a coefficient that is a float (as torch.optim passes it) or a per-member
@@ -245,7 +245,10 @@ class StackedOptimizer:
             return derived
 
         on_host, on_device = derive(self._host), derive(self.hp)
-        self.c = {name: _coefficient(on_host[name], on_device[name], like) for name in on_host}
+        self.c = {
+            name: _coefficient(on_host[name], lambda name=name: on_device[name], like)
+            for name in on_host
+        }
         # mask -> (every member, no member: decided on the host; the mask on the device)
         self._masks = {}
         for name in ("nesterov", "amsgrad", "centered", "momentum"):
@@ -272,8 +275,8 @@ class StackedOptimizer:
         """compute(hyperparameters) for a coefficient that changes with the step (a bias
         correction, a decayed lr), as ``_coefficient`` gives it."""
         on_host = compute(self._host)
-        on_device = on_host if on_host.device == like.device else compute(self.hp)
-        return _coefficient(on_host, on_device, like)
+        same = on_host.device == like.device
+        return _coefficient(on_host, lambda: on_host if same else compute(self.hp), like)
 
     # The optimizers stepped by torch's fused kernel, and the hyperparameters it takes.
     _FUSED = ("adam", "adamw")
