@@ -146,11 +146,11 @@ def load_arrays(spec: DataSpec) -> Arrays:
     arrays = Arrays(
         name=table.name,
         task=spec.task,
-        x_train=np.ascontiguousarray(x_train, dtype=np.float32),
+        x_train=x_train,  # _split's new float32 arrays
         y_train=np.ascontiguousarray(train[1], dtype=label_dtype),
-        x_val=np.ascontiguousarray(x_val, dtype=np.float32),
+        x_val=x_val,
         y_val=np.ascontiguousarray(val[1], dtype=label_dtype),
-        x_test=np.ascontiguousarray(x_test, dtype=np.float32),
+        x_test=x_test,
         y_test=np.ascontiguousarray(test[1], dtype=label_dtype),
         classes=classes,
     )

@@ -244,7 +244,8 @@ class StackedOptimizer:
                 derived["lr*weight_decay"] = hp["lr"] * hp["weight_decay"]
             return derived
 
-        on_host, on_device = derive(self._host), derive(self.hp)
+        on_host = derive(self._host)
+        on_device = on_host if like.device == _HOST else derive(self.hp)
         self.c = {
             name: _coefficient(on_host[name], lambda name=name: on_device[name], like)
             for name in on_host
