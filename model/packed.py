@@ -18,11 +18,12 @@ hyperparameter a tensor of shape ``(K,)`` broadcast over a member's weights. Per
 are computed in float64, as torch.optim computes its Python floats. Adam and AdamW instead call
 torch's fused kernel (the one ``torch.optim.Adam(fused=True)`` runs) once per group of members
 with equal hyperparameters, each member's row a tensor of its own: one pass over the stack
-instead of about ten.
+instead of about ten. Plain RMSprop on a CPU calls the same kernel, as Adam with beta1 = 0.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -260,7 +261,7 @@ class StackedOptimizer:
                 self._masks[name] = (bool(host.all()), not bool(host.any()), device)
         self._any_momentum = "momentum" in self._masks and not self._masks["momentum"][1]
         self._groups = self._fused_groups(like.device)
-        self._rows: tuple | None = None  # row views of param, grad and state (_fused_adam)
+        self._rows: tuple | None = None  # row views of param, grad and state (_fused_step)
 
     def _choose(self, mask: str, if_true, if_false, like: torch.Tensor) -> torch.Tensor:
         """Per member: if_true() where the boolean hyperparameter ``mask`` holds (for
@@ -279,20 +280,46 @@ class StackedOptimizer:
         same = on_host.device == like.device
         return _coefficient(on_host, lambda: on_host if same else compute(self.hp), like)
 
-    # The optimizers stepped by torch's fused kernel, and the hyperparameters it takes.
-    _FUSED = ("adam", "adamw")
-    _FUSED_HP = ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad")
+    # The hyperparameters members must share to be stepped by one call of torch's fused Adam
+    # kernel (see _fused_groups).
+    _FUSED_HP = {
+        "adam": ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad"),
+        "adamw": ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad"),
+        "rmsprop": ("lr", "alpha", "eps", "weight_decay"),
+    }
 
     def _fused_groups(self, device: torch.device) -> list[tuple[dict, list[int]]] | None:
-        """Members with equal hyperparameters, for torch's fused Adam/AdamW kernel (None: the
-        optimizer or the device has no fused kernel here)."""
-        if self.name not in self._FUSED or device.type not in OPTIMIZERS[self.name].fused_on:
+        """Members with equal hyperparameters, for torch's fused Adam/AdamW kernel (None: no
+        member is stepped by it). Sets ``_put_back``: where the element-wise ops step the pack
+        too, the rows the kernel steps (a device LongTensor; see _rmsprop), else None.
+
+        Adam and AdamW use it wherever torch has it. So do plain RMSprop members (not centered,
+        no momentum, alpha < 1) on a CPU, whatever their neighbours, so that a member's numbers
+        never depend on them: RMSprop is Adam with beta1 = 0 and no bias correction (see
+        _as_adam), and one pass over the stack instead of six made the default study's RMSprop
+        packs 5-20 % quicker. On a GPU RMSprop stays with the element-wise ops, a fixed six
+        kernels a step however many groups the learning rates make."""
+        self._put_back = None
+        host = self._host
+        if self.name == "rmsprop":
+            if device.type != "cpu":
+                return None
+            plain = ~host["centered"] & (host["momentum"] == 0) & (host["alpha"] < 1)
+            rows = torch.nonzero(plain).view(-1)
+            if 0 < len(rows) < len(plain):
+                self._put_back = rows.to(device)
+            rows = rows.tolist()
+        elif self.name in ("adam", "adamw") and device.type in OPTIMIZERS[self.name].fused_on:
+            rows = list(range(len(host["lr"])))
+        else:
             return None
-        columns = [self._host[name].tolist() for name in self._FUSED_HP]
+        if not rows:
+            return None
+        names = self._FUSED_HP[self.name]
         groups: dict[tuple, list[int]] = {}
-        for row, values in enumerate(zip(*columns, strict=True)):
-            groups.setdefault(values, []).append(row)
-        return [(dict(zip(self._FUSED_HP, key, strict=True)), rows) for key, rows in groups.items()]
+        for row in rows:
+            groups.setdefault(tuple(host[name][row].item() for name in names), []).append(row)
+        return [(dict(zip(names, key, strict=True)), rows) for key, rows in groups.items()]
 
     def _initial_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.name == "sgd":
@@ -341,7 +368,8 @@ class StackedOptimizer:
 
     def _adam_like(self, p: torch.Tensor, grad: torch.Tensor, *, decoupled: bool) -> None:
         if self._groups is not None:
-            self._fused_adam(p, grad, decoupled=decoupled)
+            names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+            self._fused_step(p, grad, names, lambda hp: hp, decoupled)
             return
         c, state, step = self.c, self.state, self.step_count
         if decoupled:
@@ -364,11 +392,20 @@ class StackedOptimizer:
         denom = second.sqrt().div_(bias_correction2_sqrt).add_(c["eps"])
         _addcdiv_(p, exp_avg, denom, -step_size)
 
-    def _fused_adam(self, p: torch.Tensor, grad: torch.Tensor, *, decoupled: bool) -> None:
-        """torch.optim.Adam(W)'s fused step, one kernel call per group of equal members."""
+    def _fused_step(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state_names: tuple[str, str, str],
+        arguments: Callable[[dict], dict],
+        decoupled: bool = False,
+    ) -> None:
+        """One call of torch's fused Adam (or AdamW) kernel per group of equal members, each
+        member's row a tensor of its own: the state tensors named are the kernel's exp_avg,
+        exp_avg_sq and max_exp_avg_sq, and arguments(group's hyperparameters) its lr, beta1,
+        beta2, weight_decay, eps and amsgrad."""
         if self._rows is None or self._rows[0] is not p or self._rows[1] is not grad:
-            names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-            tensors = (p, grad, *(self.state[name] for name in names))
+            tensors = (p, grad, *(self.state[name] for name in state_names))
             views = [[[t[row] for row in rows] for t in tensors] for _, rows in self._groups]
             self._rows = (p, grad, views)
         kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
@@ -376,23 +413,39 @@ class StackedOptimizer:
         step = torch.full((), float(self.step_count), dtype=torch.float32, device=p.device)
         for (hp, rows), views in zip(self._groups, self._rows[2], strict=True):
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = views
+            args = arguments(hp)
             kernel(
                 params,
                 grads,
                 exp_avgs,
                 exp_avg_sqs,
-                max_exp_avg_sqs if hp["amsgrad"] else [],
+                max_exp_avg_sqs if args["amsgrad"] else [],
                 [step] * len(rows),
-                lr=hp["lr"],
-                beta1=hp["beta1"],
-                beta2=hp["beta2"],
-                weight_decay=hp["weight_decay"],
-                eps=hp["eps"],
-                amsgrad=bool(hp["amsgrad"]),
+                lr=args["lr"],
+                beta1=args["beta1"],
+                beta2=args["beta2"],
+                weight_decay=args["weight_decay"],
+                eps=args["eps"],
+                amsgrad=bool(args["amsgrad"]),
                 maximize=False,
             )
 
     def _rmsprop(self, p: torch.Tensor, grad: torch.Tensor) -> None:
+        if self._groups is None:  # no plain member, or not on a CPU
+            self._rmsprop_elementwise(p, grad)
+            return
+        rows = self._put_back
+        if rows is not None:
+            # Plain members beside others: the element-wise ops step every row, then the plain
+            # rows are put back as they were, for the fused kernel.
+            tensors = (p, self.state["square_avg"])
+            before = [t.index_select(0, rows) for t in tensors]
+            self._rmsprop_elementwise(p, grad)
+            for t, kept in zip(tensors, before, strict=True):
+                t.index_copy_(0, rows, kept)
+        self._fused_step(p, grad, ("grad_avg", "square_avg", "grad_avg"), self._as_adam)
+
+    def _rmsprop_elementwise(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         c, state = self.c, self.state
         grad = self._decayed(p, grad)
         square_avg = state["square_avg"]
@@ -414,6 +467,22 @@ class StackedOptimizer:
             p.sub_(update)
         else:
             p.addcdiv_(grad * c["lr"], avg, value=-1)
+
+    def _as_adam(self, hp: dict) -> dict:
+        """Plain RMSprop's step as the fused Adam kernel's arguments. With beta1 = 0 the kernel's
+        exp_avg (grad_avg here, which plain RMSprop has no use for) is the gradient, its first
+        bias correction is 1, and beta2 = alpha makes exp_avg_sq RMSprop's square_avg. Its second
+        bias correction divides sqrt(square_avg) by s = sqrt(1 - alpha^t); lr and eps divided by
+        s undo it: (lr/s) g / (sqrt(v)/s + eps/s) = lr g / (sqrt(v) + eps)."""
+        s = math.sqrt(1 - hp["alpha"] ** self.step_count)
+        return {
+            "lr": hp["lr"] / s,
+            "beta1": 0.0,
+            "beta2": hp["alpha"],
+            "weight_decay": hp["weight_decay"],
+            "eps": hp["eps"] / s,
+            "amsgrad": False,
+        }
 
     def _adagrad(self, p: torch.Tensor, grad: torch.Tensor) -> None:
         c, step = self.c, self.step_count

@@ -101,6 +101,18 @@ SETTINGS = {
             (0.001, 2, {}),
         ],
     ),
+    # Plain RMSprop members are stepped by torch's fused Adam kernel on a CPU, grouped by equal
+    # hyperparameters. alpha = 1 keeps the square average at 0 (the kernel would divide by
+    # 1 - alpha^t = 0), so that member takes the element-wise ops; eps = 1 makes it plain SGD.
+    "rmsprop-groups": (
+        "rmsprop",
+        [
+            (0.01, 0, {"eps": 1e-3}),
+            (0.01, 1, {"eps": 1e-3}),
+            (0.003, 2, {"alpha": 0.5, "weight_decay": 0.1}),
+            (0.1, 3, {"alpha": 1.0, "eps": 1.0}),
+        ],
+    ),
     "adagrad": (
         "adagrad",
         [
