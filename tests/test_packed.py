@@ -121,6 +121,15 @@ SETTINGS = {
             (0.01, 2, {"weight_decay": 1e-3, "eps": 1e-6}),
         ],
     ),
+    # torch's fused Adagrad kernel steps a CPU pack, grouped by equal hyperparameters
+    "adagrad-groups": (
+        "adagrad",
+        [
+            (0.05, 0, {"lr_decay": 0.1, "eps": 0.01}),
+            (0.05, 1, {"lr_decay": 0.1, "eps": 0.01}),
+            (0.05, 2, {"weight_decay": 0.1, "initial_accumulator_value": 0.5}),
+        ],
+    ),
 }
 
 
