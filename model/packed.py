@@ -295,14 +295,13 @@ class StackedOptimizer:
         member is stepped by one). Sets ``_put_back``: where the element-wise ops step the pack
         too, the rows the kernel steps (a device LongTensor; see _rmsprop), else None.
 
-        Adam, AdamW and Adagrad use their own wherever torch has it (Adagrad's: on a CPU; one pass
-        instead of five made Adagrad packs of the default study's shape 20-35 % quicker at batch
-        16 and 64). Plain RMSprop members (not centered,
-        no momentum, alpha < 1) on a CPU, whatever their neighbours, so that a member's numbers
-        never depend on them: RMSprop is Adam with beta1 = 0 and no bias correction (see
-        _as_adam), and one pass over the stack instead of six made the default study's RMSprop
-        packs 5-20 % quicker. On a GPU RMSprop stays with the element-wise ops, a fixed six
-        kernels a step however many groups the learning rates make."""
+        Adam, AdamW and Adagrad take their own kernel wherever torch has one (Adagrad's: CPU
+        only). Plain RMSprop members (not centered, no momentum, alpha < 1) take Adam's on a CPU
+        (see _as_adam), whatever their neighbours, so that a member's numbers never depend on
+        them. A CPU pack of the default study's shape measured 10-20 % quicker for RMSprop
+        (one pass over the stack instead of six) and 20-35 % for Adagrad at batch 16 and 64 (one
+        instead of five). On a GPU RMSprop keeps its element-wise ops: a fixed six kernel
+        launches a step, however many groups the learning rates make."""
         self._put_back = None
         host = self._host
         if self.name == "rmsprop":
