@@ -11,6 +11,7 @@ from test_train import make_cfg, make_data
 
 from model.data import Dataset
 from model.errors import ConfigError
+from model.packed import StackedOptimizer
 from model.train import EpochMetrics, PackTrainer, StackedEngine, TrainConfig, Trainer
 
 RTOL = 1e-4
@@ -144,6 +145,29 @@ def test_pack_equals_each_member_trained_alone_with_torch_optim(setting):
     got = run_pack(cfgs, data)
     for member, cfg in enumerate(cfgs):
         assert_like_solo(got[member], list(Trainer(cfg, data).run()))
+
+
+@pytest.mark.parametrize(
+    ("setting", "groups"),
+    [
+        ("adam-groups", {"cpu": 3, "cuda": 3}),
+        ("adamw-groups", {"cpu": 2, "cuda": 2}),
+        ("rmsprop-groups", {"cpu": 2, "cuda": None}),  # the alpha = 1 member takes no kernel
+        ("rmsprop-mixed", {"cpu": 1, "cuda": None}),
+        ("adagrad-groups", {"cpu": 2, "cuda": None}),
+        ("sgd-mixed", {"cpu": None, "cuda": None}),
+    ],
+)
+def test_which_packs_take_a_fused_kernel_on_which_device(setting, groups):
+    """The kernel calls a step makes (None: element-wise ops only). torch has no fused Adagrad
+    kernel for CUDA, and on a GPU RMSprop's element-wise step launches a fixed six kernels,
+    where the fused one launches once per group of learning rates."""
+    optimizer, members = SETTINGS[setting]
+    lrs, hps = [lr for lr, _, _ in members], [hp for _, _, hp in members]
+    stacked = StackedOptimizer(optimizer, torch.zeros(len(members), 4), lrs, hps)
+    for device, count in groups.items():
+        got = stacked._fused_groups(torch.device(device))
+        assert (None if got is None else len(got)) == count, device
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
