@@ -298,8 +298,8 @@ class StackedOptimizer:
         Adam, AdamW and Adagrad take their own kernel wherever torch has one (Adagrad's: CPU
         only). Plain RMSprop members (not centered, no momentum, alpha < 1) take Adam's on a CPU
         (see _as_adam), whatever their neighbours, so that a member's numbers never depend on
-        them. A CPU pack of the default study's shape measured 10-20 % quicker for RMSprop
-        (one pass over the stack instead of six) and 20-35 % for Adagrad at batch 16 and 64 (one
+        them. CPU packs of the default study's shape measured 8-21 % quicker for RMSprop (one
+        pass over the stack instead of six) and 22-32 % for Adagrad at batch 16 and 64 (one
         instead of five). On a GPU RMSprop keeps its element-wise ops: a fixed six kernel
         launches a step, however many groups the learning rates make."""
         self._put_back = None
