@@ -399,12 +399,20 @@ class StackedOptimizer:
         """(hyperparameters, rows) of each group of _fused_groups with the rows of p, grad and
         the state tensors named, each member's row a tensor of its own (kept while p and grad
         are the same tensors), and the step as torch.optim keeps it for a fused kernel: a
-        float32 tensor (every member has taken as many)."""
+        float32 tensor on the device (every member has taken as many). The step tensor is
+        incremented in place, as torch.optim does, so that a CUDA graph capturing a step
+        replays the increment rather than the count it captured."""
         if self._rows is None or self._rows[0] is not p or self._rows[1] is not grad:
             tensors = (p, grad, *(self.state[name] for name in state_names))
             views = [[[t[row] for row in rows] for t in tensors] for _, rows in self._groups]
-            self._rows = (p, grad, views)
-        step = torch.full((), float(self.step_count), dtype=torch.float32, device=p.device)
+            before = float(self.step_count - 1)
+            self._rows = (
+                p,
+                grad,
+                views,
+                torch.full((), before, dtype=torch.float32, device=p.device),
+            )
+        step = self._rows[3].add_(1)
         return zip(self._groups, self._rows[2], strict=True), step
 
     def _fused_step(
