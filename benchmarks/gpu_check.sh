@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: the MNIST-shaped study with gpus_per_trial 1, 0.5 and 0.25 on one GPU; prints
-# trials per hour and peak GPU memory per trial for each.
+# trials per hour and peak GPU memory per trial for each. Then one pack's step, eager and
+# replayed from a CUDA graph (benchmarks/pack_step.py).
 #
 #   bash benchmarks/gpu_check.sh            # on a machine with an NVIDIA GPU and this project installed
 #
@@ -19,3 +20,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch, ray; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)"
 "$PY" benchmarks/gpu_check.py "$@"
+# One pack's step, eager against replayed from a CUDA graph (issue #8, item 6).
+if "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  "$PY" benchmarks/pack_step.py --device cuda
+fi
