@@ -283,9 +283,10 @@ class StackedOptimizer:
 
     # The hyperparameters members must share to be stepped by one call of torch's fused kernel
     # (see _fused_groups).
+    _ADAM_HP = ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad")
     _FUSED_HP = {
-        "adam": ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad"),
-        "adamw": ("lr", "beta1", "beta2", "weight_decay", "eps", "amsgrad"),
+        "adam": _ADAM_HP,
+        "adamw": _ADAM_HP,
         "rmsprop": ("lr", "alpha", "eps", "weight_decay"),
         "adagrad": ("lr", "lr_decay", "weight_decay", "eps"),
     }
@@ -322,7 +323,7 @@ class StackedOptimizer:
         groups: dict[tuple, list[int]] = {}
         for row in rows:
             groups.setdefault(tuple(host[name][row].item() for name in names), []).append(row)
-        return [(dict(zip(names, key, strict=True)), rows) for key, rows in groups.items()]
+        return [(dict(zip(names, key, strict=True)), members) for key, members in groups.items()]
 
     def _initial_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.name == "sgd":
