@@ -170,6 +170,28 @@ def test_which_packs_take_a_fused_kernel_on_which_device(setting, groups):
         assert (None if got is None else len(got)) == count, device
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_fused_steps_advance_one_step_tensor_in_place(optimizer, monkeypatch):
+    """A CUDA graph replays the kernels a step launched, not its Python: the step count the
+    fused kernel reads is one device tensor that every step advances in place."""
+    seen = []
+    kernel = torch._fused_adam_
+
+    def spy(*args, **kwargs):
+        seen.append([(step, step.item()) for step in args[5]])  # the tensor kept: no id reuse
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", spy)
+    stacked = StackedOptimizer(optimizer, torch.zeros(3, 4), [0.1, 0.1, 0.01], [{}] * 3)
+    param, grad = torch.zeros(3, 4), torch.ones(3, 4)
+    for _ in range(3):
+        stacked.step(param, grad)
+    assert len(seen) == 6  # two groups of equal learning rates, three steps
+    first = seen[0][0][0]
+    assert all(step is first for call in seen for step, _ in call)
+    assert [call[0][1] for call in seen] == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+
+
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_a_training_epoch_reads_nothing_back_from_the_device(setting):
     """On a GPU every value read back (bool(), float(), .item(), .tolist()) waits for all the
