@@ -376,6 +376,49 @@ def test_the_local_rays_autoscaler_monitor_is_ended_before_shutdown(monkeypatch)
             process.wait()
 
 
+LOCAL_RAY_PROBE = """
+import json
+import ray
+from ray._private import node
+from sweep import launch
+
+original, seen = node.Node, {}
+for verbose in (False, True):
+    launch._init_ray(launch.RunOptions(num_cpus=1, verbose=verbose))
+    seen[verbose] = {
+        "processes": sorted(ray._private.worker._global_node.all_processes),
+        "config": ray._private.state.state.get_system_config(),
+        "node_class_restored": node.Node is original,
+        "works": ray.get(ray.put(7)) == 7,
+    }
+    ray.shutdown()
+print(json.dumps(seen))
+"""
+
+
+def test_a_local_ray_starts_only_the_processes_a_sweep_uses():
+    """No dashboard head (ray.init would wait for it), no autoscaler monitor, and a log monitor
+    only when worker output goes to the driver (--verbose); the raylet retries its object store
+    ten times a second (the same patience as Ray's one try a second, ten times). A fresh
+    process: the suite's own Ray session is not one the sweep started."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_RAY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["false"]["processes"] == ["gcs_server", "raylet"]
+    assert seen["true"]["processes"] == ["gcs_server", "log_monitor", "raylet"]
+    for run in seen.values():
+        assert run["node_class_restored"] and run["works"]
+        assert run["config"]["raylet_client_connect_timeout_milliseconds"] == 100
+        assert run["config"]["raylet_client_num_connect_attempts"] == 100
+
+
 def test_an_error_starting_ray_in_the_background_is_raised_where_the_session_begins(
     monkeypatch,
 ):
