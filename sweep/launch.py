@@ -288,7 +288,7 @@ def _lean_local_node(opts: RunOptions) -> Iterator[None]:
     all, as plain ``ray.init`` does."""
     from ray._private import node
 
-    if opts.dashboard or not hasattr(node, "Node"):
+    if opts.dashboard:
         yield
         return
     original = node.Node
@@ -350,7 +350,8 @@ def _in_background(name: str, fn, *args) -> Future:
 def _end_autoscaler_monitor() -> None:
     """End the local Ray's autoscaler monitor before ray.shutdown: shutdown stops the GCS
     first, and the monitor answers its SIGTERM by reporting to the GCS, so shutdown waits a full
-    second for it and then kills it (Ray 2.60). A private local Ray has nothing to autoscale."""
+    second for it and then kills it (Ray 2.60). A private local Ray has nothing to autoscale; only
+    a ``--dashboard`` run starts the monitor (see _lean_local_node)."""
     node = getattr(ray._private.worker, "_global_node", None)
     for info in getattr(node, "all_processes", {}).get("monitor", []):
         process = getattr(info, "process", None)
