@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -302,11 +303,39 @@ def _lean_local_node(opts: RunOptions) -> Iterator[None]:
         def start_api_server(self, *args, **kwargs) -> None:
             return None
 
+        def start_ray_processes(self) -> None:
+            super().start_ray_processes()
+            _await_raylet(self)
+
     node.Node = _LeanNode
     try:
         yield
     finally:
         node.Node = original
+
+
+def _await_raylet(local_node, timeout_s: float = 30.0) -> None:
+    """Until the raylet just started has registered with the GCS, asking every 20 ms. Ray's
+    own wait, which comes next, asks once and then sleeps a whole second between tries (Ray
+    2.60), while the raylet takes 0.6-1.1 s to register: up to a second lost per start. Gives
+    up quietly when the raylet exits or after ``timeout_s``: Ray's own wait then decides, with
+    its own error."""
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    gcs = local_node.get_gcs_client()
+    raylet = local_node.all_processes["raylet"][0].process
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and raylet.poll() is None:
+        try:
+            nodes = gcs.get_all_node_info(timeout=1)
+        except Exception:  # noqa: BLE001 - a GCS still starting; Ray's wait reports for real
+            nodes = {}
+        alive = (
+            i.state == GcsNodeInfo.ALIVE for n, i in nodes.items() if n.hex() == local_node.node_id
+        )
+        if any(alive):
+            return
+        time.sleep(0.02)
 
 
 def _not_main_thread_note(record: logging.LogRecord) -> bool:

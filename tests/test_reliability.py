@@ -382,16 +382,31 @@ import ray
 from ray._private import node
 from sweep import launch
 
+from ray._private import services
+from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+ray_get_node, registered = services.get_node, []
+
+
+def get_node(gcs_address, node_id):  # Ray's own wait (1 s between tries): the node is there
+    nodes = ray._raylet.GcsClient(address=gcs_address).get_all_node_info(timeout=5)
+    registered.append(any(i.state == GcsNodeInfo.ALIVE for i in nodes.values()))
+    return ray_get_node(gcs_address, node_id)
+
+
+services.get_node = get_node
 original, seen = node.Node, {}
 for verbose in (False, True):
     launch._init_ray(launch.RunOptions(num_cpus=1, verbose=verbose))
     seen[verbose] = {
+        "registered_before_rays_wait": registered[:] == [True],
         "processes": sorted(ray._private.worker._global_node.all_processes),
         "config": ray._private.state.state.get_system_config(),
         "node_class_restored": node.Node is original,
         "works": ray.get(ray.put(7)) == 7,
     }
     ray.shutdown()
+    registered.clear()
 print(json.dumps(seen))
 """
 
@@ -399,8 +414,9 @@ print(json.dumps(seen))
 def test_a_local_ray_starts_only_the_processes_a_sweep_uses():
     """No dashboard head (ray.init would wait for it), no autoscaler monitor, and a log monitor
     only when worker output goes to the driver (--verbose); the raylet retries its object store
-    ten times a second (the same patience as Ray's one try a second, ten times). A fresh
-    process: the suite's own Ray session is not one the sweep started."""
+    ten times a second (the same patience as Ray's one try a second, ten times), and has
+    registered before Ray's own wait for it (which sleeps a second between tries) begins. A
+    fresh process: the suite's own Ray session is not one the sweep started."""
     done = subprocess.run(
         [sys.executable, "-c", LOCAL_RAY_PROBE],
         capture_output=True,
@@ -414,9 +430,72 @@ def test_a_local_ray_starts_only_the_processes_a_sweep_uses():
     assert seen["false"]["processes"] == ["gcs_server", "raylet"]
     assert seen["true"]["processes"] == ["gcs_server", "log_monitor", "raylet"]
     for run in seen.values():
-        assert run["node_class_restored"] and run["works"]
+        assert run["node_class_restored"] and run["works"] and run["registered_before_rays_wait"]
         assert run["config"]["raylet_client_connect_timeout_milliseconds"] == 100
         assert run["config"]["raylet_client_num_connect_attempts"] == 100
+
+
+class NodeId(str):
+    def hex(self) -> str:
+        return str(self)
+
+
+class FakeNodeForWait:
+    """A just-started local node for launch._await_raylet: its GCS answers from a script."""
+
+    node_id = "ab" * 28
+
+    def __init__(self, answers, raylet_exit_code=None):
+        import types
+
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+        self.answers, self.calls = list(answers), 0
+        self.ALIVE, self.DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
+        process = types.SimpleNamespace(poll=lambda: raylet_exit_code)
+        self.all_processes = {"raylet": [types.SimpleNamespace(process=process)]}
+
+    def get_gcs_client(self):
+        return self
+
+    def get_all_node_info(self, timeout):
+        import types
+
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return {NodeId(node_id): types.SimpleNamespace(state=state) for node_id, state in answer}
+
+
+def test_awaiting_the_raylet_asks_the_gcs_until_this_node_is_alive():
+    from sweep import launch
+
+    other = ("cd" * 28, 0)
+    fake = FakeNodeForWait([])
+    fake.answers = [
+        ConnectionError("GCS not up yet"),
+        [],
+        [other],
+        [(fake.node_id, fake.DEAD)],
+        [other, (fake.node_id, fake.ALIVE)],
+        [],
+    ]
+    launch._await_raylet(fake, timeout_s=30)
+    assert fake.calls == 5  # returned at the first answer with this node alive
+
+
+@pytest.mark.parametrize("raylet_exit_code, timeout_s, most_calls", [(1, 30, 0), (None, 0.2, 20)])
+def test_awaiting_the_raylet_gives_up_when_it_exits_or_at_the_timeout(
+    raylet_exit_code, timeout_s, most_calls
+):
+    """Ray's own wait then decides (and raises its own error): nothing is raised here."""
+    from sweep import launch
+
+    fake = FakeNodeForWait([[]], raylet_exit_code=raylet_exit_code)
+    started = time.monotonic()
+    launch._await_raylet(fake, timeout_s=timeout_s)
+    assert fake.calls <= most_calls and time.monotonic() - started < timeout_s + 5
 
 
 def test_an_error_starting_ray_in_the_background_is_raised_where_the_session_begins(
