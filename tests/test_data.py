@@ -284,14 +284,16 @@ def test_own_test_split_is_scaled_with_training_statistics(tmp_path):
     np.testing.assert_allclose(ds.x_test.numpy(), expected, atol=1e-6)
 
 
-def test_loading_copies_float32_features_once(tmp_path):
-    """The file's arrays, then the split and scaled ones: about twice the features' bytes at the
-    peak, not three times (MNIST-sized float32 features are 188 MB)."""
+@pytest.mark.parametrize("save, copies", [(np.savez, (0.9, 1.3)), (np.savez_compressed, (2, 2.6))])
+def test_loading_copies_float32_features_once(tmp_path, save, copies):
+    """The split and scaled arrays are the only copy of an uncompressed archive's features (the
+    file's arrays are memory-mapped); a compressed archive's are read first, so about twice the
+    features' bytes at the peak, not three times (MNIST-sized float32 features are 188 MB)."""
     rng = np.random.default_rng(0)
     x, x_test = rng.normal(size=(40_000, 64)), rng.normal(size=(10_000, 64))  # 12.8 MB as float32
     path = tmp_path / "f32.npz"
     labels = {"y_train": np.arange(40_000) % 3, "y_test": np.arange(10_000) % 3}
-    np.savez(path, x_train=x.astype(np.float32), x_test=x_test.astype(np.float32), **labels)
+    save(path, x_train=x.astype(np.float32), x_test=x_test.astype(np.float32), **labels)
     features = (x.size + x_test.size) * 4
     tracemalloc.start()
     try:
@@ -300,7 +302,49 @@ def test_loading_copies_float32_features_once(tmp_path):
     finally:
         tracemalloc.stop()
     assert arrays.x_train.dtype == np.float32 and len(arrays.x_test) == 10_000
-    assert 2 * features < peak < 2.6 * features  # 3.07 when the splits were copied twice
+    low, high = copies
+    assert low * features < peak < high * features  # 3.07 when the splits were copied twice
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int64])
+def test_an_uncompressed_archive_is_memory_mapped_and_loads_as_a_compressed_one(
+    tmp_path, order, dtype
+):
+    rng = np.random.default_rng(1)
+    x = np.asarray(rng.integers(0, 200, size=(120, 3, 4)), dtype=dtype, order=order)
+    y = np.arange(120) % 4
+    np.savez(tmp_path / "plain.npz", X=x, y=y)
+    np.savez_compressed(tmp_path / "packed.npz", X=x, y=y)
+    with np.load(tmp_path / "plain.npz") as plain, np.load(tmp_path / "packed.npz") as packed:
+        mapped = data._mapped_member(plain, "X")
+        assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+        np.testing.assert_array_equal(mapped, x)
+        assert mapped.dtype == x.dtype and mapped.flags.f_contiguous == (order == "F")
+        assert data._mapped_member(packed, "X") is None  # read the usual way
+        assert data._mapped_member(plain, "absent") is None
+    a, b = (
+        data.load_arrays(DataSpec(source=str(tmp_path / n))) for n in ("plain.npz", "packed.npz")
+    )
+    for field in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert getattr(a, field).flags.writeable and not isinstance(getattr(a, field), np.memmap)
+
+
+def test_a_damaged_uncompressed_member_is_read_the_usual_way(tmp_path):
+    """A member whose stored size disagrees with its header is not mapped; np.load's own
+    reading reports it (one clear line naming the file)."""
+    path = tmp_path / "cut.npz"
+    np.savez(path, X=np.zeros((50, 4), np.float32), y=np.zeros(50))
+    raw = bytearray(path.read_bytes())
+    header = raw.index(b"{'descr'")
+    raw[header : header + 60] = raw[header : header + 60].replace(b"(50, 4)", b"(90, 4)")
+    assert b"(90, 4)" in raw
+    path.write_bytes(bytes(raw))
+    with np.load(path) as archive:
+        assert data._mapped_member(archive, "X") is None
+    with pytest.raises(DataError, match="cut.npz"):
+        data.load_arrays(DataSpec(source=str(path)))
 
 
 def test_npz_x_y_layout_is_split_three_ways(tmp_path):
