@@ -547,9 +547,10 @@ def _mapped_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray | None
         info = archive.zip.getinfo(f"{key}.npy")
     except KeyError:
         return None
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # 0x1: encrypted
-        return None
-    with open(archive.zip.filename, "rb") as f:
+    path = archive.zip.filename  # None for an archive opened from a file object
+    if path is None or info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None  # flag 0x1: encrypted
+    with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)  # the member's local header: its name and extra field come next
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
@@ -569,7 +570,7 @@ def _mapped_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray | None
     if dtype.hasobject or size == 0 or offset - start + size != info.file_size:
         return None
     order = "F" if fortran_order else "C"
-    return np.memmap(f.name, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
 
 
 def _pair(

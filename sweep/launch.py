@@ -285,8 +285,9 @@ def _lean_local_node(opts: RunOptions) -> Iterator[None]:
     head process when there is no dashboard (ray.init waits ~0.6 s for it, and then it runs only
     Ray's usage statistics), the autoscaler monitor (a local Ray has nothing to scale) and, when
     no worker output goes to the driver, the log monitor that would carry it there. Each is a
-    Python process importing Ray on the same cores as the start-up. ``--dashboard`` starts them
-    all, as plain ``ray.init`` does."""
+    Python process importing Ray on the same cores as the start-up. Then wait for the raylet
+    more often than Ray does (_await_raylet). ``--dashboard`` starts Ray as plain ``ray.init``
+    does."""
     from ray._private import node
 
     if opts.dashboard:
