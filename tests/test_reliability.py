@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 from conftest import REPO, sweep_command
@@ -351,8 +352,6 @@ def test_exit_process_runs_atexit_flushes_and_keeps_the_code(busy, tmp_path):
 def test_the_local_rays_autoscaler_monitor_is_ended_before_shutdown(monkeypatch):
     """ray.shutdown waits a second for a monitor that no longer reaches the GCS; it is ended
     first (and only the monitor: the other processes are Ray's to stop)."""
-    import types
-
     import ray
 
     from sweep import launch
@@ -379,11 +378,9 @@ def test_the_local_rays_autoscaler_monitor_is_ended_before_shutdown(monkeypatch)
 LOCAL_RAY_PROBE = """
 import json
 import ray
-from ray._private import node
-from sweep import launch
-
-from ray._private import services
+from ray._private import node, services
 from ray.core.generated.gcs_pb2 import GcsNodeInfo
+from sweep import launch
 
 ray_get_node, registered = services.get_node, []
 
@@ -446,8 +443,6 @@ class FakeNodeForWait:
     node_id = "ab" * 28
 
     def __init__(self, answers, raylet_exit_code=None):
-        import types
-
         from ray.core.generated.gcs_pb2 import GcsNodeInfo
 
         self.answers, self.calls = list(answers), 0
@@ -459,8 +454,6 @@ class FakeNodeForWait:
         return self
 
     def get_all_node_info(self, timeout):
-        import types
-
         self.calls += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
