@@ -149,6 +149,7 @@ def resume_study(
         fs, path = storage.resolve(experiment)
         if not tune.Tuner.can_restore(path, storage_filesystem=_fs_or_none(experiment)):
             raise ConfigError(f"results: no Ray experiment to resume in {experiment}")
+        tune_fixes.apply()  # before restore, which reads the trials' result files (no longer)
         tuner = tune.Tuner.restore(
             experiment if storage.is_local(experiment) else path,
             trainable=_trainable(study, dataset),

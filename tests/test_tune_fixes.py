@@ -4,6 +4,7 @@ test_reliability_e2e.py)."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -46,3 +47,62 @@ def test_tunes_callback_usage_tag_imports_mlflow_only_unfixed(fixed):
     assert child.returncode == 0, child.stderr
     # Unfixed, the tag imports mlflow (about a second before the first trial); fixed, it does not.
     assert child.stdout.split()[-1] == str(not fixed)
+
+
+class LookupCounter:
+    """A storage filesystem that holds nothing and counts Tune's lookups in it."""
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+
+    def get_file_info(self, path: str):
+        import pyarrow.fs
+
+        self.lookups.append(path)
+        return pyarrow.fs.FileInfo(path, pyarrow.fs.FileType.NotFound)
+
+
+def _analysis(fs: LookupCounter, trial_ids: list[str]):
+    """Tune's ExperimentAnalysis as fit builds it at its end: the trials given, on fs."""
+    from types import SimpleNamespace
+
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    trials = [
+        SimpleNamespace(
+            trial_id=tid,
+            last_result={"epoch": 1},  # each reported, as every pack does
+            config={},
+            storage=SimpleNamespace(trial_fs_path=f"/exp/{tid}", storage_filesystem=fs),
+        )
+        for tid in trial_ids
+    ]
+    return ExperimentAnalysis("/exp/experiment_state-x.json", storage_filesystem=fs, trials=trials)
+
+
+@pytest.mark.parametrize("loggers", ["off", "on"])
+def test_tune_looks_up_result_files_only_while_it_writes_them(loggers, monkeypatch, caplog):
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    from sweep import tune_fixes
+
+    tune_fixes.apply()
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1" if loggers == "off" else "0")
+    fs = LookupCounter()
+    with caplog.at_level(logging.WARNING):
+        analysis = _analysis(fs, ["a", "b", "c"])
+    frames = analysis.trial_dataframes
+    assert sorted(frames) == ["a", "b", "c"] and all(frame.empty for frame in frames.values())
+    if loggers == "off":  # the sweep's default: nothing to find, so nothing looked up or warned
+        assert fs.lookups == []
+        assert "Could not fetch metrics" not in caplog.text
+    else:  # --tensorboard: Tune's own reading, result.json then progress.csv per trial
+        assert [path.rsplit("/", 1)[-1] for path in fs.lookups] == [
+            "result.json", "progress.csv"
+        ] * 3  # fmt: skip
+        assert "Failed to fetch metrics for 3 trial(s)" in caplog.text
+
+    # Unfixed, Tune looks both files up for every trial whatever the loggers.
+    fs.lookups.clear()
+    ExperimentAnalysis._fetch_trial_dataframes.__wrapped__(analysis)
+    assert len(fs.lookups) == 6
