@@ -490,6 +490,11 @@ class ResultsCallback(tune.Callback):
                 if member.get("end"):
                     self._end(tid, points[tid], member["end"], member.get("error"))
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        """Every step of Tune's loop: rows waiting for the flush interval reach the tables."""
+        if self.writer is not None:
+            self.writer.maybe_flush()
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._end_unfinished(trial, "pack ended without a result for this configuration")
 

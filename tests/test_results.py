@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 
 from model.errors import ConfigError
+from sweep import results as results_module
+from sweep import storage
 from sweep.results import EPOCHS_SCHEMA, ResultsWriter, trials_schema
 
 HP = {"momentum": float}
@@ -39,9 +42,8 @@ def metrics(epoch: int, val_loss: float, **extra) -> dict:
 
 def writer(tmp_path, **kwargs) -> ResultsWriter:
     kwargs.setdefault("journal", str(tmp_path / "journal.jsonl"))
-    return ResultsWriter(
-        str(tmp_path), hp_columns=HP, metric="val_loss", mode="min", flush_interval_s=3600, **kwargs
-    )
+    kwargs.setdefault("flush_interval_s", 3600)
+    return ResultsWriter(str(tmp_path), hp_columns=HP, metric="val_loss", mode="min", **kwargs)
 
 
 def read(tmp_path):
@@ -108,11 +110,42 @@ def test_error_status_survives_a_late_result_and_on_end_rejects_running(tmp_path
         w.on_end("a", SGD, "running")
 
 
-def test_an_end_rewrites_the_tables_at_once_and_a_batch_of_ends_once_at_its_close(tmp_path):
-    w = writer(tmp_path)
-    w.on_result("a", SGD, metrics(1, 0.5))
-    w.on_end("a", SGD, "completed")  # outside a batch: the tables at once
+class Clock:
+    """sweep.results' time.monotonic, moved by hand; each table write can take `write_s`."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now, self.write_s, self.writes = 1000.0, 0.0, 0
+        monkeypatch.setattr(results_module, "time", SimpleNamespace(monotonic=lambda: self.now))
+        real = storage.write_parquet_atomic
+
+        def write(table, uri) -> None:
+            real(table, uri)
+            self.writes += 1
+            self.now += self.write_s
+
+        monkeypatch.setattr(storage, "write_parquet_atomic", write)
+
+
+def test_ends_and_results_reach_the_tables_at_the_flush_interval_and_batches_whole(
+    tmp_path, monkeypatch
+):
+    clock = Clock(monkeypatch)
+    w = writer(tmp_path, flush_interval_s=10)
+    w.on_result("a", SGD, metrics(1, 0.5))  # the first event is written at once
+    assert read(tmp_path)[0].status.to_dict() == {"a": "running"}
+    clock.now += 1
+    w.on_end("a", SGD, "completed")  # journaled at once; the tables wait for the interval
+    assert [e["kind"] for e in journal_events(tmp_path)] == ["result", "end"]
+    w.maybe_flush()
+    assert read(tmp_path)[0].status.to_dict() == {"a": "running"}
+    clock.now += 9
+    w.maybe_flush()  # what the sweep calls every step of Tune's loop
     assert read(tmp_path)[0].status.to_dict() == {"a": "completed"}
+    writes = clock.writes
+    w.maybe_flush()  # nothing new: nothing written
+    assert clock.writes == writes
+
+    clock.now += 10
     with w.batch():
         for tid, point in (("b", ADAM), ("c", SGD_M)):
             w.on_result(tid, point, metrics(1, 0.4))
@@ -120,22 +153,37 @@ def test_an_end_rewrites_the_tables_at_once_and_a_batch_of_ends_once_at_its_clos
         with w.batch():  # nested: only the outermost batch writes
             w.on_result("d", SGD, metrics(1, 0.3))
             w.on_end("d", SGD, "completed")
-        assert set(read(tmp_path)[0].index) == {"a"}  # not rewritten per end...
+        w.maybe_flush()
+        assert set(read(tmp_path)[0].index) == {"a"}  # never in the middle of a batch...
         ends = [e["trial_id"] for e in journal_events(tmp_path) if e["kind"] == "end"]
         assert ends == ["a", "b", "c", "d"]  # ...but every end is journaled at once
     statuses = read(tmp_path)[0].status.to_dict()
     assert statuses == {"a": "completed", "b": "diverged", "c": "completed", "d": "completed"}
+    assert clock.writes == writes + 2  # one rewrite of both tables for the whole batch
 
 
-def test_a_batch_without_an_end_leaves_the_tables_to_the_flush_interval(tmp_path):
-    w = writer(tmp_path)
+def test_a_slow_rewrite_spaces_the_next_ones_out(tmp_path, monkeypatch):
+    clock = Clock(monkeypatch)
+    clock.write_s = 3.0  # each table: a rewrite of both takes 6 s
+    w = writer(tmp_path, flush_interval_s=10)
+    w.on_result("a", SGD, metrics(1, 0.5))
+    clock.now += 10
+    w.on_end("a", SGD, "completed")
+    assert read(tmp_path)[0].status.to_dict() == {"a": "running"}  # 6 s x FLUSH_COST_FACTOR
+    clock.now += 6 * results_module.FLUSH_COST_FACTOR - 10
+    w.maybe_flush()
+    assert read(tmp_path)[0].status.to_dict() == {"a": "completed"}
+
+
+def test_a_batch_that_raises_is_closed_and_close_writes_everything(tmp_path):
+    w = writer(tmp_path)  # flush_interval_s is an hour here
     w.on_result("a", SGD, metrics(1, 0.5))  # the first result is written at once
-    with w.batch():
-        w.on_result("b", ADAM, metrics(1, 0.5))
-    assert set(read(tmp_path)[0].index) == {"a"}  # flush_interval_s is an hour here
     with pytest.raises(RuntimeError), w.batch():
+        w.on_result("b", ADAM, metrics(1, 0.5))
         w.on_end("a", SGD, "completed")
         raise RuntimeError("a listener failed")
+    assert set(read(tmp_path)[0].index) == {"a"}
+    w.close()
     assert read(tmp_path)[0].status.to_dict() == {"a": "completed", "b": "running"}
 
 

@@ -166,7 +166,9 @@ def test_asha_decides_per_configuration_inside_a_pack(ray_session, study_file, t
 def test_a_pack_result_ending_its_members_rewrites_the_tables_once(
     study_file, tmp_path, monkeypatch
 ):
-    """Every member's end is journaled; the Parquet tables are written once for the result."""
+    """Every member's end is journaled at once; the Parquet tables are rewritten once for the
+    whole result when the flush interval has passed, and otherwise at Tune's next loop step
+    after it (on_step_end)."""
     from types import SimpleNamespace
 
     from sweep import results as results_module
@@ -196,12 +198,26 @@ def test_a_pack_result_ending_its_members_rewrites_the_tables_once(
         ]
         return {"epoch": epoch, "members": members}
 
+    def statuses() -> set[str]:
+        return set(pq.read_table(tmp_path / "trials.parquet").to_pandas().status)
+
+    now = [1000.0]
+    monkeypatch.setattr(results_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    interval = callback.ensure().flush_interval_s
     callback.on_trial_result(1, [], trial, result(1, None))  # the first result is written at once
-    writes.clear()
-    callback.on_trial_result(2, [], trial, result(2, "completed"))  # well within flush_interval_s
-    assert len(writes) == 1  # not one per ended member
+    assert len(writes) == 1 and statuses() == {"running"}
+    callback.on_trial_result(2, [], trial, result(2, "completed"))  # within flush_interval_s
+    callback.on_step_end(2, [])
+    assert len(writes) == 1 and statuses() == {"running"}
+    events = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events].count("end") == len(points)  # journaled all the same
+
+    now[0] += interval
+    callback.on_step_end(3, [])  # Tune's next loop step, the interval passed
+    assert len(writes) == 2 and statuses() == {"completed"}
+    now[0] += interval
+    callback.on_trial_result(3, [], trial, result(3, "completed"))
+    assert len(writes) == 3  # one rewrite for the result, not one per ended member
     trials = pq.read_table(tmp_path / "trials.parquet").to_pandas()
     assert sorted(trials.trial_id) == sorted(p["trial_id"] for p in points)
-    assert set(trials.status) == {"completed"} and set(trials.epochs_run) == {2}
-    events = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in events].count("end") == len(points)
+    assert set(trials.status) == {"completed"} and set(trials.epochs_run) == {3}
