@@ -16,6 +16,7 @@ Importing this module has no side effects and does not import ray.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -89,9 +90,49 @@ def _resolve(uri: str, connect_timeout_s: float, max_attempts: int) -> tuple[paf
         raise StorageError(f"{scheme}://...: credentials do not belong in a storage URI")
     path = (parts.netloc + "/" + unquote(parts.path).strip("/")).rstrip("/")
     query = _query(uri, parts.query, S3_QUERY_KEYS if scheme == "s3" else GCS_QUERY_KEYS)
+    options = tuple(sorted(query.items()))
     if scheme == "s3":
-        return _s3_filesystem(parts.netloc, query, connect_timeout_s, max_attempts), path
-    return _gcs_filesystem(query, retry_limit_s=connect_timeout_s * max_attempts * 3), path
+        env = _environment(AWS_ENV_PREFIXES)
+        return _s3_filesystem(parts.netloc, options, connect_timeout_s, max_attempts, env), path
+    env = _environment(GCP_ENV_PREFIXES)
+    return _gcs_filesystem(options, connect_timeout_s * max_attempts * 3, env), path
+
+
+# A filesystem object is built once per bucket, options and credential environment, and shared:
+# building pyarrow's S3FileSystem takes 13-18 ms (its AWS client; without a region it also asks
+# AWS where the bucket lives), and a sweep resolves a URI for every table it rewrites. The
+# environment the SDKs read credentials and endpoints from is part of the key, so a changed
+# variable builds a new one. pyarrow's filesystems are safe to share between threads, and
+# copying one (Tune deep-copies its storage settings, filesystem included, twice for every
+# trial it creates) gives the same object back (see _SharedCopies).
+AWS_ENV_PREFIXES = ("AWS_",)
+GCP_ENV_PREFIXES = ("GOOGLE_", "CLOUDSDK_", "GCE_", "STORAGE_EMULATOR_HOST")
+FILESYSTEM_CACHE_SIZE = 16
+
+
+def _environment(prefixes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefixes)))
+
+
+class _SharedCopies:
+    """A filesystem whose copies are itself. A copy of pyarrow's S3FileSystem is a new AWS
+    client: Tune deep-copies a run's storage settings for each trial it creates, which cost the
+    driver 1.14 s for 51 trials on S3 (22 ms a trial, measured against moto's server on
+    loopback), growing with the study. Pickling (to a trial's worker) is pyarrow's own."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class SharedS3FileSystem(_SharedCopies, pafs.S3FileSystem):
+    pass
+
+
+class SharedGcsFileSystem(_SharedCopies, pafs.GcsFileSystem):
+    pass
 
 
 def _query(uri: str, query: str, valid: tuple[str, ...]) -> dict[str, str]:
@@ -112,9 +153,15 @@ def s3_endpoint_from_env() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=FILESYSTEM_CACHE_SIZE)
 def _s3_filesystem(
-    bucket: str, query: dict[str, str], connect_timeout_s: float, max_attempts: int
-) -> pafs.S3FileSystem:
+    bucket: str,
+    options: tuple[tuple[str, str], ...],
+    connect_timeout_s: float,
+    max_attempts: int,
+    env: tuple[tuple[str, str], ...],  # the key's part only: the SDK reads os.environ itself
+) -> SharedS3FileSystem:
+    query = dict(options)
     endpoint = query.get("endpoint_override") or s3_endpoint_from_env()
     region = (
         query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -127,7 +174,7 @@ def _s3_filesystem(
             raise StorageError(
                 f"s3://{bucket}: cannot find the bucket's region: {_brief(exc)}"
             ) from None
-    return pafs.S3FileSystem(
+    return SharedS3FileSystem(
         region=region or "us-east-1",
         endpoint_override=endpoint,
         scheme=query.get("scheme"),
@@ -140,8 +187,14 @@ def _s3_filesystem(
     )
 
 
-def _gcs_filesystem(query: dict[str, str], retry_limit_s: float) -> pafs.GcsFileSystem:
-    return pafs.GcsFileSystem(
+@functools.lru_cache(maxsize=FILESYSTEM_CACHE_SIZE)
+def _gcs_filesystem(
+    options: tuple[tuple[str, str], ...],
+    retry_limit_s: float,
+    env: tuple[tuple[str, str], ...],  # the key's part only: the SDK reads os.environ itself
+) -> SharedGcsFileSystem:
+    query = dict(options)
+    return SharedGcsFileSystem(
         endpoint_override=query.get("endpoint_override"),
         scheme=query.get("scheme"),
         project_id=query.get("project_id"),
