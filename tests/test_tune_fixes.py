@@ -89,7 +89,12 @@ def test_tune_looks_up_result_files_only_while_it_writes_them(loggers, monkeypat
     tune_fixes.apply()
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1" if loggers == "off" else "0")
     fs = LookupCounter()
-    with caplog.at_level(logging.WARNING):
+    # Tune's logger heard whatever earlier tests did to logging: a sweep run in process sets
+    # "ray" to CRITICAL, and MLflow's database migrations (logging.config.fileConfig) disable
+    # every logger that exists.
+    name = "ray.tune.analysis.experiment_analysis"
+    monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+    with caplog.at_level(logging.WARNING, logger=name):
         analysis = _analysis(fs, ["a", "b", "c"])
     frames = analysis.trial_dataframes
     assert sorted(frames) == ["a", "b", "c"] and all(frame.empty for frame in frames.values())
