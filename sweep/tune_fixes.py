@@ -1,4 +1,4 @@
-"""Three fixes for Ray Tune 2.x that a sweep needs, applied by :func:`apply` (idempotent), which
+"""Four fixes for Ray Tune 2.x that a sweep needs, applied by :func:`apply` (idempotent), which
 ``sweep.runner`` calls before every ``Tuner.fit`` (and ``Tuner.restore``).
 
 A trial whose reused actor dies is retried.
@@ -28,10 +28,19 @@ lookup is a request: measured against moto's S3 server on loopback, 51 trials ma
 in 0.57 s; a thousand-trial study on a real bucket would wait tens of seconds. While the loggers
 are off each trial now gets an empty DataFrame, as Tune gives a trial that reported nothing; with
 them on (``--tensorboard``) Tune reads its files as before.
+
+Tune no longer copies a whole grid for each variant it makes of it. To make each trial's config
+Tune deep-copies the search space and then puts the trial's grid value in place of the
+``grid_search`` entry, so each trial copied the whole list of packs, only to drop the copy:
+quadratic in the number of packs. With one configuration per trial, a 2,000-configuration study
+spent 24 s of its 82 s there (12 ms a copy), and 10,000 would spend 10 minutes. The copy now
+leaves out the ``grid_search`` entries it is about to replace; everything else is Tune's (the
+same specs come out, tested against Tune's own generator).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -42,10 +51,11 @@ _APPLIED = "_mlp_sweep_reset_fix"
 
 def apply() -> None:
     """Patch TuneController so a dead reused actor costs its trial one retry, not the trial,
-    skip the callback usage tag, and fetch no result files while Tune writes none (see the
-    module's note)."""
+    skip the callback usage tag, fetch no result files while Tune writes none, and copy no grid
+    for each variant of it (see the module's note)."""
     _skip_callback_usage_tag()
     _skip_unwritten_result_files()
+    _no_copies_of_grids()
     from ray.exceptions import RayActorError
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
@@ -102,3 +112,44 @@ def _skip_unwritten_result_files() -> None:
 
     setattr(_fetch_trial_dataframes, _APPLIED, True)
     ExperimentAnalysis._fetch_trial_dataframes = _fetch_trial_dataframes
+
+
+def _no_copies_of_grids() -> None:
+    from ray.tune.search import variant_generator
+
+    original = variant_generator._grid_search_generator
+    if getattr(original, _APPLIED, False):
+        return
+
+    @functools.wraps(original)
+    def _grid_search_generator(unresolved_spec, grid_vars):
+        """Tune's generator (Ray 2.60) with one change: each variant's deep copy of the spec
+        takes the ``grid_search`` entries as they are (a deepcopy memo), since assign_value
+        replaces each of them at once with one of its values (the value itself, as Tune's own
+        does)."""
+        value_indices = [0] * len(grid_vars)
+
+        def increment(i):
+            value_indices[i] += 1
+            if value_indices[i] >= len(grid_vars[i][1]):
+                value_indices[i] = 0
+                if i + 1 < len(value_indices):
+                    return increment(i + 1)
+                return True
+            return False
+
+        if not grid_vars:
+            yield unresolved_spec
+            return
+
+        grids = [variant_generator._get_value(unresolved_spec, path) for path, _ in grid_vars]
+        while value_indices[-1] < len(grid_vars[-1][1]):
+            spec = copy.deepcopy(unresolved_spec, {id(grid): grid for grid in grids})
+            for i, (path, values) in enumerate(grid_vars):
+                variant_generator.assign_value(spec, path, values[value_indices[i]])
+            yield spec
+            if increment(0):
+                break
+
+    setattr(_grid_search_generator, _APPLIED, True)
+    variant_generator._grid_search_generator = _grid_search_generator

@@ -3,6 +3,7 @@ test_reliability_e2e.py)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -111,3 +112,72 @@ def test_tune_looks_up_result_files_only_while_it_writes_them(loggers, monkeypat
     fs.lookups.clear()
     ExperimentAnalysis._fetch_trial_dataframes.__wrapped__(analysis)
     assert len(fs.lookups) == 6
+
+
+class Counted:
+    """A grid value that counts its deep copies."""
+
+    copies = 0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __deepcopy__(self, memo):
+        Counted.copies += 1
+        return Counted(self.n)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Counted) and other.n == self.n
+
+
+SPECS = {
+    "one grid": {"config": {"pack": {"grid_search": [{"id": i, "m": [i, i]} for i in range(4)]}}},
+    "two grids, nested": {
+        "config": {
+            "a": {"grid_search": [1, 2, 3]},
+            "b": {"c": {"grid_search": ["x", {"d": [1]}]}, "e": [5, {"f": 6}]},
+            "fixed": {"g": (1, 2)},
+        },
+        "num_samples": 1,
+    },
+    "a grid in a list and in a tuple": {
+        "config": {"l": [0, {"grid_search": [1, 2]}], "t": ({"grid_search": [3, 4]}, 9)}
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_grid_variants_are_tunes_own_and_the_space_is_left_as_it_was(name):
+    from ray.tune.search import variant_generator
+    from ray.tune.search.variant_generator import parse_spec_vars
+
+    from sweep import tune_fixes
+
+    tune_fixes.apply()
+    spec = SPECS[name]
+    before = copy.deepcopy(spec)
+    grid_vars = parse_spec_vars(spec)[2]
+    patched = variant_generator._grid_search_generator
+    mine = list(patched(spec, grid_vars))
+    tunes = list(patched.__wrapped__(spec, grid_vars))
+    assert mine == tunes and len(mine) > 1
+    assert spec == before  # nothing in the search space changed in place
+    for variant in mine:  # and no variant holds a grid any more
+        assert "grid_search" not in repr(variant)
+
+
+def test_a_grid_is_not_copied_for_each_of_its_variants():
+    from ray.tune.search import variant_generator
+    from ray.tune.search.variant_generator import parse_spec_vars
+
+    from sweep import tune_fixes
+
+    tune_fixes.apply()
+    spec = {"config": {"pack": {"grid_search": [Counted(i) for i in range(30)]}, "x": 1}}
+    grid_vars = parse_spec_vars(spec)[2]
+    Counted.copies = 0
+    variants = list(variant_generator._grid_search_generator(spec, grid_vars))
+    assert [v["config"]["pack"].n for v in variants] == list(range(30))
+    assert Counted.copies == 0  # each value goes in as it is, as Tune's own does
+    list(variant_generator._grid_search_generator.__wrapped__(spec, grid_vars))
+    assert Counted.copies == 30 * 30  # Tune's copied the whole grid for every variant
