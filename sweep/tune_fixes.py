@@ -53,32 +53,44 @@ def apply() -> None:
     """Patch TuneController so a dead reused actor costs its trial one retry, not the trial,
     skip the callback usage tag, fetch no result files while Tune writes none, and copy no grid
     for each variant of it (see the module's note)."""
+    _retry_after_a_dead_reused_actor()
     _skip_callback_usage_tag()
     _skip_unwritten_result_files()
     _no_copies_of_grids()
+
+
+def _replace(owner, name: str, make) -> None:
+    """Set ``owner.name`` to ``make(original)``, once: the replacement is marked as applied and
+    wraps the original (``__wrapped__``)."""
+    original = getattr(owner, name)
+    if getattr(original, _APPLIED, False):
+        return
+    replacement = functools.wraps(original)(make(original))
+    setattr(replacement, _APPLIED, True)
+    setattr(owner, name, replacement)
+
+
+def _retry_after_a_dead_reused_actor() -> None:
     from ray.exceptions import RayActorError
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment import Trial
 
-    original = TuneController._trial_task_failure
-    if getattr(original, _APPLIED, False):
-        return
+    def make(original):
+        def _trial_task_failure(self, trial, exception):
+            already_requeued = (
+                isinstance(exception, RayActorError)
+                and trial.status == Trial.PENDING
+                and trial not in self._trial_to_actor
+            )
+            if already_requeued:  # _actor_failed saw this death first and scheduled the retry
+                self._resetting_trials.discard(trial)
+                log.debug("dropped a second failure notice for requeued trial %s", trial)
+                return None
+            return original(self, trial, exception)
 
-    @functools.wraps(original)
-    def _trial_task_failure(self, trial, exception):
-        already_requeued = (
-            isinstance(exception, RayActorError)
-            and trial.status == Trial.PENDING
-            and trial not in self._trial_to_actor
-        )
-        if already_requeued:  # _actor_failed saw this death first and scheduled the retry
-            self._resetting_trials.discard(trial)
-            log.debug("dropped a second failure notice for requeued trial %s", trial)
-            return None
-        return original(self, trial, exception)
+        return _trial_task_failure
 
-    setattr(_trial_task_failure, _APPLIED, True)
-    TuneController._trial_task_failure = _trial_task_failure
+    _replace(TuneController, "_trial_task_failure", make)
 
 
 def _skip_callback_usage_tag() -> None:
@@ -86,70 +98,66 @@ def _skip_callback_usage_tag() -> None:
         from ray.air._internal import usage
     except ImportError:  # a Ray without this telemetry module
         return
-    if not hasattr(usage, "tag_callbacks") or getattr(usage.tag_callbacks, _APPLIED, False):
+    if not hasattr(usage, "tag_callbacks"):
         return
 
-    def tag_callbacks(callbacks) -> bool:
-        return False  # "no usage recorded", as Tune's own answer for no callbacks
+    def make(original):
+        def tag_callbacks(callbacks) -> bool:
+            return False  # "no usage recorded", as Tune's own answer for no callbacks
 
-    setattr(tag_callbacks, _APPLIED, True)
-    usage.tag_callbacks = tag_callbacks
+        return tag_callbacks
+
+    _replace(usage, "tag_callbacks", make)
 
 
 def _skip_unwritten_result_files() -> None:
     from ray.tune.analysis.experiment_analysis import DataFrame, ExperimentAnalysis
 
-    original = ExperimentAnalysis._fetch_trial_dataframes
-    if getattr(original, _APPLIED, False):
-        return
+    def make(original):
+        def _fetch_trial_dataframes(self):
+            # Tune's own test for its file loggers (ray.tune.utils.callback, Ray 2.60).
+            if os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0") == "1":
+                return {trial.trial_id: DataFrame() for trial in self.trials}
+            return original(self)
 
-    @functools.wraps(original)
-    def _fetch_trial_dataframes(self):
-        # Tune's own test for its file loggers (ray.tune.utils.callback, Ray 2.60).
-        if os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0") == "1":
-            return {trial.trial_id: DataFrame() for trial in self.trials}
-        return original(self)
+        return _fetch_trial_dataframes
 
-    setattr(_fetch_trial_dataframes, _APPLIED, True)
-    ExperimentAnalysis._fetch_trial_dataframes = _fetch_trial_dataframes
+    _replace(ExperimentAnalysis, "_fetch_trial_dataframes", make)
 
 
 def _no_copies_of_grids() -> None:
     from ray.tune.search import variant_generator
 
-    original = variant_generator._grid_search_generator
-    if getattr(original, _APPLIED, False):
-        return
+    def make(original):
+        def _grid_search_generator(unresolved_spec, grid_vars):
+            """Tune's generator (Ray 2.60) with one change: each variant's deep copy of the
+            spec takes the ``grid_search`` entries as they are (a deepcopy memo), since
+            assign_value replaces each of them at once with one of its values (the value
+            itself, as Tune's own does)."""
+            value_indices = [0] * len(grid_vars)
 
-    @functools.wraps(original)
-    def _grid_search_generator(unresolved_spec, grid_vars):
-        """Tune's generator (Ray 2.60) with one change: each variant's deep copy of the spec
-        takes the ``grid_search`` entries as they are (a deepcopy memo), since assign_value
-        replaces each of them at once with one of its values (the value itself, as Tune's own
-        does)."""
-        value_indices = [0] * len(grid_vars)
+            def increment(i):
+                value_indices[i] += 1
+                if value_indices[i] >= len(grid_vars[i][1]):
+                    value_indices[i] = 0
+                    if i + 1 < len(value_indices):
+                        return increment(i + 1)
+                    return True
+                return False
 
-        def increment(i):
-            value_indices[i] += 1
-            if value_indices[i] >= len(grid_vars[i][1]):
-                value_indices[i] = 0
-                if i + 1 < len(value_indices):
-                    return increment(i + 1)
-                return True
-            return False
+            if not grid_vars:
+                yield unresolved_spec
+                return
 
-        if not grid_vars:
-            yield unresolved_spec
-            return
+            grids = [variant_generator._get_value(unresolved_spec, path) for path, _ in grid_vars]
+            while value_indices[-1] < len(grid_vars[-1][1]):
+                spec = copy.deepcopy(unresolved_spec, {id(grid): grid for grid in grids})
+                for i, (path, values) in enumerate(grid_vars):
+                    variant_generator.assign_value(spec, path, values[value_indices[i]])
+                yield spec
+                if increment(0):
+                    break
 
-        grids = [variant_generator._get_value(unresolved_spec, path) for path, _ in grid_vars]
-        while value_indices[-1] < len(grid_vars[-1][1]):
-            spec = copy.deepcopy(unresolved_spec, {id(grid): grid for grid in grids})
-            for i, (path, values) in enumerate(grid_vars):
-                variant_generator.assign_value(spec, path, values[value_indices[i]])
-            yield spec
-            if increment(0):
-                break
+        return _grid_search_generator
 
-    setattr(_grid_search_generator, _APPLIED, True)
-    variant_generator._grid_search_generator = _grid_search_generator
+    _replace(variant_generator, "_grid_search_generator", make)
