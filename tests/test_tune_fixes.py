@@ -181,3 +181,36 @@ def test_a_grid_is_not_copied_for_each_of_its_variants():
     assert Counted.copies == 0  # each value goes in as it is, as Tune's own does
     list(variant_generator._grid_search_generator.__wrapped__(spec, grid_vars))
     assert Counted.copies == 30 * 30  # Tune's copied the whole grid for every variant
+
+
+def test_tunes_registry_is_read_from_ray_once_per_key_and_fit(ray_session, monkeypatch):
+    from ray.tune import registry
+
+    from sweep import tune_fixes
+
+    tune_fixes.apply()
+    reads: list[bytes] = []
+    real = registry._internal_kv_get
+    monkeypatch.setattr(
+        registry, "_internal_kv_get", lambda key, *a, **k: reads.append(key) or real(key, *a, **k)
+    )
+    reg = registry._Registry(prefix="mlp-sweep-test")
+    kind = registry.TRAINABLE_CLASS
+    key, missing = (registry._make_key(reg.prefix, kind, k) for k in ("t", "missing"))
+    reg.register(kind, "t", {"lr": 0.1})
+    try:
+        for _ in range(5):  # what Tune does for every trial: contains x3, get x2
+            assert reg.contains(kind, "t") and reg.get(kind, "t") == {"lr": 0.1}
+            assert not reg.contains(kind, "missing")
+        assert reads.count(key) == 2  # once to find it, once to load it
+        assert reads.count(missing) == 5  # a key that is not there is asked for every time
+
+        reg.register(kind, "t", {"lr": 0.2})  # registered again: read again
+        assert reg.get(kind, "t") == {"lr": 0.2} and reg.get(kind, "t") == {"lr": 0.2}
+        assert reads.count(key) == 3
+        tune_fixes.apply()  # the next fit reads afresh
+        assert reg.get(kind, "t") == {"lr": 0.2}
+        assert reads.count(key) == 4
+    finally:
+        reg.unregister(kind, "t")
+    assert not reg.contains(kind, "t")  # removed: not found any more
