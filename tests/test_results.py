@@ -175,15 +175,19 @@ def test_a_slow_rewrite_spaces_the_next_ones_out(tmp_path, monkeypatch):
     assert read(tmp_path)[0].status.to_dict() == {"a": "completed"}
 
 
-def test_a_batch_that_raises_is_closed_and_close_writes_everything(tmp_path):
-    w = writer(tmp_path)  # flush_interval_s is an hour here
+def test_a_batch_that_raises_is_closed_and_close_writes_everything(tmp_path, monkeypatch):
+    clock = Clock(monkeypatch)
+    w = writer(tmp_path, flush_interval_s=10)
     w.on_result("a", SGD, metrics(1, 0.5))  # the first result is written at once
     with pytest.raises(RuntimeError), w.batch():
         w.on_result("b", ADAM, metrics(1, 0.5))
-        w.on_end("a", SGD, "completed")
         raise RuntimeError("a listener failed")
     assert set(read(tmp_path)[0].index) == {"a"}
-    w.close()
+    clock.now += 10
+    w.maybe_flush()  # the batch is over: the interval applies again
+    assert read(tmp_path)[0].status.to_dict() == {"a": "running", "b": "running"}
+    w.on_end("a", SGD, "completed")
+    w.close()  # whatever the interval
     assert read(tmp_path)[0].status.to_dict() == {"a": "completed", "b": "running"}
 
 
