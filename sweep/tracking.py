@@ -46,7 +46,10 @@ RUN_STATUS = {  # configuration status -> MLflow run status
     "diverged": "FAILED",
     "error": "FAILED",
 }
-MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch
+MAX_BATCH = 1000  # MLflow's limit on metrics, params and tags together per log_batch
+# close(): how long to wait for the logging thread to make progress; an interrupted sweep waits
+# this long in all (then says what was not logged), a finished one as long as MLflow keeps up.
+CLOSE_STALL_S = 60.0
 CHECK_TIMEOUT_S = 5.0
 
 
@@ -159,6 +162,8 @@ class MlflowTracker:
         self._open: set[str] = set()  # run ids of children not ended yet
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._queued = self._logged = 0  # events given to the thread, and those it has done
+        self._calls = 0  # MLflow calls made by the thread: close() waits while this moves
         self.failures = 0
 
     # ---- start: the parent run, and what the results hold that MLflow lacks -------------------
@@ -227,17 +232,38 @@ class MlflowTracker:
 
     # ---- the stream -------------------------------------------------------------------------
     def on_result(self, trial_id: str, point: Mapping, metrics: Mapping) -> None:
+        self._queued += 1
         self._queue.put(("result", trial_id, dict(point), dict(metrics)))
 
     def on_end(self, trial_id: str, point: Mapping, status: str, error: str | None, last) -> None:
+        self._queued += 1
         self._queue.put(("end", trial_id, dict(point), status, error, dict(last)))
 
-    def close(self, *, interrupted: bool, timeout_s: float = 60.0) -> None:
-        """Log what is queued, then end the parent run (KILLED when the sweep was stopped)."""
+    def close(self, *, interrupted: bool, stall_s: float = CLOSE_STALL_S) -> None:
+        """Log what is queued, then end the parent run (KILLED when the sweep was stopped).
+
+        A finished sweep waits for as long as the logging thread makes progress (each MLflow
+        call within ``stall_s``; a big study's last events can take MLflow minutes); an
+        interrupted one at most ``stall_s`` in all. Events left then are counted in the closing
+        warning (a resume logs them)."""
         if self._thread is None:
             return
         self._queue.put(None)
-        self._thread.join(timeout_s)
+        start = progress_at = time.monotonic()
+        calls = self._calls
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+            now = time.monotonic()
+            if self._calls != calls:
+                calls, progress_at = self._calls, now
+            if now - (start if interrupted else progress_at) >= stall_s:
+                break
+        if self._thread.is_alive():
+            self.failures += 1
+            log.warning(
+                "MLflow: gave up waiting for %s after %.0f s with %d event(s) not logged",
+                self.uri, time.monotonic() - start, self._queued - self._logged,
+            )  # fmt: skip
         self._thread = None
         status = "KILLED" if interrupted else "FINISHED"
         try:
@@ -263,41 +289,63 @@ class MlflowTracker:
                 except queue.Empty:
                     break
             done = None in events
-            self._log([e for e in events if e is not None])
+            events = [e for e in events if e is not None]
+            self._log(events)
+            self._logged += len(events)
             if not done:
                 time.sleep(0.5)  # let events gather (a pack reports all its members at once)
 
     def _log(self, events: list[tuple]) -> None:
-        from mlflow.entities import Metric
+        """One log_batch per run for all its events here (a new run's params, its epochs, its
+        end's test metrics and tags), then set_terminated for each run that ended: three MLflow
+        calls for a configuration that starts and ends within one batch, five before."""
+        from mlflow.entities import Metric, RunTag
 
-        metrics: dict[str, list] = {}
-        ends = []
+        batches: dict[str, dict[str, list]] = {}
+        ends: list[tuple[str, str]] = []
         now = int(time.time() * 1000)
         for event in events:
             try:
-                run_id = self._child(event[1], event[2])
+                run_id, params = self._child(event[1], event[2])
             except Exception as exc:
                 self._failed(exc)
                 continue
+            batch = batches.setdefault(run_id, {"metrics": [], "params": [], "tags": []})
+            batch["params"].extend(params)
             if event[0] == "result":
                 row = event[3]
-                metrics.setdefault(run_id, []).extend(
+                batch["metrics"].extend(
                     Metric(key, float(row[key]), now, int(row["epoch"]))
                     for key in EPOCH_METRICS
                     if finite(row.get(key))
                 )
-            else:
-                ends.append((run_id, *event[3:]))
-        for run_id, batch in metrics.items():
-            for at in range(0, len(batch), MAX_BATCH):
-                self._try(self.client.log_batch, run_id, metrics=batch[at : at + MAX_BATCH])
-        for run_id, status, error, last in ends:
-            self._try(self._end, run_id, status, error, last, now)
+                continue
+            status, error, last = event[3:]
+            batch["metrics"].extend(
+                Metric(k, float(last[k]), now, 0) for k in TEST_METRICS if finite(last.get(k))
+            )
+            batch["tags"].append(RunTag("status", status))
+            if error:
+                batch["tags"].append(RunTag("error", error[:5000]))
+            ends.append((run_id, RUN_STATUS[status]))
+        unlogged = set()
+        for run_id, batch in batches.items():
+            for chunk in _chunks(**batch):
+                if not self._try(self.client.log_batch, run_id, **chunk):
+                    unlogged.add(run_id)
+        for run_id, status in ends:
+            # A run whose values did not all go in stays open (KILLED at close): a resume
+            # logs what it lacks, where it would skip a run that ended.
+            if run_id not in unlogged and self._try(
+                self.client.set_terminated, run_id, status=status
+            ):
+                self._open.discard(run_id)
 
-    def _child(self, trial_id: str, point: Mapping) -> str:
+    def _child(self, trial_id: str, point: Mapping) -> tuple[str, list]:
+        """The configuration's run id, and the params still to log (a run created here)."""
         run_id = self._children.get(trial_id)
         if run_id is not None:
-            return run_id
+            return run_id, []
         from mlflow.entities import Param
 
         run = self.client.create_run(
@@ -305,34 +353,36 @@ class MlflowTracker:
             run_name=trial_id,
             tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: trial_id, "status": "running"},
         )
+        self._calls += 1
         run_id = run.info.run_id
-        params = [Param(key, str(value)) for key, value in point_params(point).items()]
-        self.client.log_batch(run_id, params=params)
         self._children[trial_id] = run_id
         self._open.add(run_id)
-        return run_id
+        return run_id, [Param(key, str(value)) for key, value in point_params(point).items()]
 
-    def _end(self, run_id: str, status: str, error: str | None, last: Mapping, now: int) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        tests = [Metric(k, float(last[k]), now, 0) for k in TEST_METRICS if finite(last.get(k))]
-        tags = [RunTag("status", status)]
-        if error:
-            tags.append(RunTag("error", error[:5000]))
-        self.client.log_batch(run_id, metrics=tests, tags=tags)
-        self.client.set_terminated(run_id, status=RUN_STATUS[status])
-        self._open.discard(run_id)
-
-    def _try(self, call, *args, **kwargs) -> None:
+    def _try(self, call, *args, **kwargs) -> bool:
         try:
             call(*args, **kwargs)
         except Exception as exc:  # the sweep goes on; the results keep everything
             self._failed(exc)
+            return False
+        finally:
+            self._calls += 1
+        return True
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.failures == 1:
             log.warning("MLflow: logging to %s failed (%s)", self.uri, first_line(exc))
+
+
+def _chunks(metrics: list, params: list, tags: list):
+    """log_batch arguments within MLflow's limit: params and tags in the first call (a handful
+    per configuration), metrics filling that call and as many more as they need."""
+    first = max(0, MAX_BATCH - len(params) - len(tags))
+    if metrics[:first] or params or tags:
+        yield {"metrics": metrics[:first], "params": params, "tags": tags}
+    for at in range(first, len(metrics), MAX_BATCH):
+        yield {"metrics": metrics[at : at + MAX_BATCH]}
 
 
 def point_params(point: Mapping) -> dict[str, Any]:

@@ -5,6 +5,7 @@ an unreachable tracking URI is exit 2 before anything starts."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -199,6 +200,88 @@ def test_a_resumed_run_catches_up_once_with_what_mlflow_missed(tmp_path):
     assert runs["a"].data.metrics["test_loss"] == 0.7
     assert [m.step for m in client.get_metric_history(runs["b"].info.run_id, "val_loss")] == [1]
     assert runs["b"].info.status == runs["c"].info.status == "KILLED"
+
+
+class CountingClient:
+    """The tracker's MlflowClient, each call counted; log_batch can wait or fail."""
+
+    def __init__(self, real, *, delay_s: float = 0.0, fail_batches: bool = False) -> None:
+        self.real, self.delay_s, self.fail_batches = real, delay_s, fail_batches
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            if name == "log_batch":
+                time.sleep(self.delay_s)
+                if self.fail_batches:
+                    raise RuntimeError("store unavailable")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def started(tmp_path, **client_args) -> tuple[MlflowTracker, CountingClient, str]:
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "results")
+    os.makedirs(out)
+    t = tracker(uri, out)
+    t.start([])
+    t.client = CountingClient(t.client, **client_args)
+    return t, t.client, uri
+
+
+def test_a_configuration_logged_at_once_takes_three_calls(tmp_path):
+    t, client, uri = started(tmp_path)
+    t.on_result("a", POINT, epoch(1))
+    t.on_result("a", POINT, epoch(2))
+    t.on_end("a", POINT, "completed", None, {"test_loss": 0.7, "test_epoch": 2})
+    t.close(interrupted=False)
+    assert client.calls[:3] == ["create_run", "log_batch", "set_terminated"]  # then the parent
+    run = children(MlflowClient(uri), t.parent_id)["a"]
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "completed"
+    assert run.data.params == {"optimizer": "adam", "lr": "0.01", "batch_size": "16", "seed": "0"}
+    assert run.data.metrics["test_loss"] == 0.7 and run.data.metrics["train_loss"] == 0.5
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_a_run_whose_values_were_not_logged_is_not_ended(tmp_path, caplog):
+    t, client, uri = started(tmp_path, fail_batches=True)
+    t.on_result("a", POINT, epoch(1))
+    t.on_end("a", POINT, "completed", None, {})
+    with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
+        t.close(interrupted=False)
+    assert "set_terminated" in client.calls  # the parent's, at close...
+    run = children(MlflowClient(uri), t.parent_id)["a"]
+    assert run.info.status == "KILLED"  # ...but the configuration's run stays open: a resume
+    assert "could not be logged" in caplog.text  # logs what it lacks
+
+
+def test_close_waits_while_mlflow_keeps_up_and_not_after_a_stop(tmp_path, caplog):
+    """A finished sweep's last events are logged however long that takes, as long as each
+    MLflow call returns within the stall limit; an interrupted sweep waits that limit in all,
+    then says how many events were not logged."""
+    t, client, uri = started(tmp_path, delay_s=0.4)
+    for n in range(6):  # 6 batches of 0.4 s: 2.4 s of logging, more than the limit below
+        t.on_result(f"c{n}", {**POINT, "seed": n}, epoch(1))
+    t.close(interrupted=False, stall_s=1.0)
+    runs = children(MlflowClient(uri), t.parent_id)
+    assert sorted(runs) == [f"c{n}" for n in range(6)]
+    assert all(run.data.metrics["train_loss"] == 1.0 for run in runs.values())
+
+    second, slow, _ = started(tmp_path / "second", delay_s=1.0)
+    for n in range(20):  # 20 s of logging
+        second.on_result(f"d{n}", {**POINT, "seed": n}, epoch(1))
+    thread = second._thread  # noqa: SLF001 - joined below, so no test outlives it
+    with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
+        begin = time.monotonic()
+        second.close(interrupted=True, stall_s=1.0)
+        assert time.monotonic() - begin < 10  # not the 20 s the backlog needs
+    assert "with 20 event(s) not logged" in caplog.text
+    slow.delay_s = 0  # let the thread finish quickly
+    thread.join(30)
 
 
 def test_an_unreachable_tracking_uri_is_exit_2_before_anything_starts(
