@@ -22,7 +22,6 @@ import argparse
 import copy
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -100,8 +99,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
-    # the pack's layer views are strided on purpose (see model.train.StackedEngine.train_epoch)
-    warnings.filterwarnings("ignore", message="grad and param do not obey")
     device = torch.device(args.device)
     if args.warmup < 2:
         parser.error("--warmup: at least 2 (one eager step on a side stream, then the capture)")

@@ -23,7 +23,6 @@ import math
 import numbers
 import random
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -251,13 +250,9 @@ class StackedEngine:
         k, n = orders.shape
         total = torch.zeros(k, device=x.device)
         batches = 0
-        with warnings.catch_warnings():
-            # The layer views of flat are strided, so autograd notes (once) that their gradient
-            # views are not dense; they are meant to be: every gradient lands in flat_grad.
-            warnings.filterwarnings("ignore", message="grad and param do not obey")
-            for start in range(0, n, batch_size):
-                total += self._step(x, targets, orders[:, start : start + batch_size])
-                batches += 1
+        for start in range(0, n, batch_size):
+            total += self._step(x, targets, orders[:, start : start + batch_size])
+            batches += 1
         return total / batches
 
     def _step(self, x: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -267,12 +262,9 @@ class StackedEngine:
         net = self.net
         xb = x.index_select(0, idx).view(k, rows, -1)
         tb = targets.index_select(0, idx).view(k, rows, *targets.shape[1:])
-        losses = stacked_loss(self.cfg, net(xb), tb) / loss_count(self.cfg, rows)
-        net.zero_grad()
-        # Members share no parameter, so the sum's gradient is each member's own gradient.
-        losses.sum().backward()
+        losses = net.loss_and_grad(xb, tb, loss_count(self.cfg, rows))
         self.optimizer.step(net.flat, net.flat_grad)
-        return losses.detach()
+        return losses
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

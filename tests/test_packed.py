@@ -11,7 +11,8 @@ from test_train import make_cfg, make_data
 
 from model.data import Dataset
 from model.errors import ConfigError
-from model.packed import StackedOptimizer
+from model.mlp import ACTIVATIONS, MLPConfig, build_mlp, loss_function, prepare_targets
+from model.packed import StackedMLP, StackedOptimizer, loss_count
 from model.train import EpochMetrics, PackTrainer, StackedEngine, TrainConfig, Trainer
 
 RTOL = 1e-4
@@ -212,15 +213,57 @@ def test_a_training_epoch_reads_nothing_back_from_the_device(setting):
     assert engine.train_epoch(x, labels, orders[:2], 16).shape == (2,)
 
 
+# Every hidden activation, with and without bias, and every (task, loss, output activation).
+MODELS = [
+    *({"activation": name, "bias": bias} for name in ACTIVATIONS for bias in (True, False)),
+    {"activation": ("tanh", "gelu"), "hidden": (7, 5)},
+    {"loss": "mse"},
+    {"loss": "mse", "output_activation": "softmax", "activation": "leaky_relu"},
+    {"loss": "mse", "output_activation": "sigmoid", "activation": "sigmoid"},
+    {"task": "regression", "loss": "mse", "output_size": 2, "hidden": (6, 4)},
+    {"task": "regression", "loss": "mse", "output_size": 1, "output_activation": "sigmoid"},
+]
+
+
+@pytest.mark.parametrize("members", [3, 1])
+@pytest.mark.parametrize("model", MODELS, ids=str)
+def test_the_hand_written_passes_give_autograds_loss_and_gradients(model, members):
+    """loss_and_grad against each member as an nn.Module with autograd: the same batch losses
+    and gradients, every element of flat_grad written (NaN before the call)."""
+    cfg = MLPConfig(**{"input_size": 9, "hidden": (8,), "output_size": 4, **model})
+    modules = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        modules.append(build_mlp(cfg))
+    net = StackedMLP(cfg, modules, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    rows = 6
+    x = torch.randn(members, rows, 9, generator=gen)
+    labels = torch.randint(0, cfg.output_size, (members, rows), generator=gen)
+    if cfg.task == "regression":
+        labels = torch.randn(members, rows, cfg.output_size, generator=gen)
+    targets = torch.stack([prepare_targets(cfg, y) for y in labels])
+    net.flat_grad.fill_(float("nan"))
+    losses = net.loss_and_grad(x, targets, loss_count(cfg, rows))
+    assert losses.shape == (members,)
+    for k, module in enumerate(modules):
+        loss = loss_function(cfg)(module(x[k]), targets[k])
+        loss.backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
+        assert losses[k].item() == pytest.approx(loss.item(), rel=1e-6)
+        torch.testing.assert_close(net.flat_grad[k], grad, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     "model",
     [
         {"bias": False},
         {"loss": "mse", "output_activation": "softmax"},
         {"loss": "mse", "output_activation": "sigmoid"},
+        *({"activation": name} for name in ("tanh", "sigmoid", "leaky_relu", "gelu")),
     ],
 )
-def test_packs_without_bias_or_with_an_output_activation_match_their_solo_runs(model):
+def test_packs_of_other_activations_outputs_or_no_bias_match_their_solo_runs(model):
     data = make_data()
     cfgs = [make_cfg(model=model, lr=lr, seed=s) for lr, s in ((0.01, 0), (0.003, 1))]
     got = run_pack(cfgs, data)
