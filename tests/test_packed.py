@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_train import make_cfg, make_data
+from test_train import make_cfg, make_data, without_timing
 
 from model.data import Dataset
 from model.errors import ConfigError
@@ -277,6 +277,28 @@ def test_an_rmsprop_member_without_momentum_ignores_a_neighbour_with_momentum():
     with_momentum = replace(plain, seed=0, optimizer_params={"momentum": 0.9})
     beside = run_pack([with_momentum, plain], data)[1]
     assert_like_solo(beside, run_pack([plain], data, engine="stacked")[0], rtol=0)
+
+
+def test_members_of_one_seed_share_each_batch_and_train_as_beside_another_seed(monkeypatch):
+    """One seed, one batch order: the pack gathers each batch once for all its members, and
+    their numbers are bit for bit those they have beside a member of another seed."""
+    data = make_data()
+    same = [make_cfg(lr=lr, seed=3, batch_size=16) for lr in (0.01, 0.003)]
+    gathered = []
+    step = StackedEngine._step
+
+    def counting(self, x, targets, idx):
+        gathered.append(len(idx))
+        return step(self, x, targets, idx)
+
+    monkeypatch.setattr(StackedEngine, "_step", counting)
+    apart = run_pack([*same, make_cfg(lr=0.005, seed=4, batch_size=16)], data)
+    assert set(gathered) == {3}
+    gathered.clear()
+    together = run_pack(same, data)
+    assert set(gathered) == {1}
+    for member in range(2):
+        assert without_timing(together[member]) == without_timing(apart[member])
 
 
 def test_member_k_starts_from_the_weights_and_batches_of_its_own_run():
