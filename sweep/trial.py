@@ -4,14 +4,16 @@ A trial's config holds ``pack`` (``{"id", "members"}``, each member a grid point
 ``trial_id``) and ``fixed`` (model section, epochs, selection, checkpoint period, resources, early
 stopping), both plain data. The dataset arrives once through Ray's object store as NumPy arrays
 (zero-copy on the node), sent by ``sweep.trainable``: the torch-free side the driver imports.
-Each epoch is one Tune result whose ``members`` list holds one record per configuration that ran
-it, with ``end`` set when that configuration stopped.
+Each Tune result's ``members`` list holds one record per configuration and epoch, with ``end``
+set when that configuration stopped. A result holds one epoch, or several where epochs are quick:
+a pack reports at most every REPORT_INTERVAL_S, and at every checkpoint and at its end.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 
 import ray
@@ -25,6 +27,11 @@ from model.train import PackTrainer, TrainConfig
 from sweep.space import PACK_KEY
 
 CHECKPOINT_FILE = "trainer.pt"
+# A pack's epochs wait at most this long to be reported together: each report is a handoff to
+# the driver (about 4 ms; 12 ms with a checkpoint), and a default-study pack's epoch can take
+# less. Reported at once, the digits grid's 9 packs spent 0.07 s each in reports, 7-20 % of their
+# time. Epochs after the last report are not lost on a crash: the retry trains them again.
+REPORT_INTERVAL_S = 1.0
 
 
 def dataset_from_payload(payload: Mapping) -> Dataset:
@@ -83,8 +90,8 @@ def _build(members: list[Mapping], fixed: Mapping, data: Dataset, device: str):
 
 
 def run_pack(config: dict, payload: dict | None = None) -> None:
-    """Train one pack of configurations, reporting every epoch of every member to Tune (one
-    result per epoch) and checkpointing the whole pack periodically."""
+    """Train one pack of configurations, reporting every epoch of every member to Tune (see
+    REPORT_INTERVAL_S) and checkpointing the whole pack periodically."""
     data = dataset_from_payload(payload)
     fixed, pack = config["fixed"], config[PACK_KEY]
     gpu_fraction = float(fixed["gpus_per_trial"])
@@ -115,6 +122,8 @@ def run_pack(config: dict, payload: dict | None = None) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)  # an actor reused from another trial
     every = int(fixed["checkpoint_every"])
+    waiting: list[dict] = []  # member records not reported yet
+    reported = time.monotonic()
     for records in trainer.run():
         members = [{**record.as_dict(), "trial_id": ids[m], "end": None} for m, record in records]
         for (_, record), member in zip(records, members, strict=True):
@@ -126,16 +135,23 @@ def run_pack(config: dict, payload: dict | None = None) -> None:
             for (m, _), member in zip(records, members, strict=True):
                 if m in stopped:
                     member["end"] = member["status"] = "early_stopped"
-        result = {"epoch": records[0][1].epoch, "members": errors + members, **static}
+        waiting += errors + members
         errors = []
+        epoch = records[0][1].epoch
+        due = bool(trainer.active) and epoch % every == 0  # a checkpoint
+        if trainer.active and not due and time.monotonic() - reported < REPORT_INTERVAL_S:
+            continue
+        result = {"epoch": epoch, "members": waiting, **static}
+        waiting = []
         if cuda:
             result["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if trainer.active and result["epoch"] % every == 0:
+        if due:
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(trainer.state_dict(), os.path.join(directory, CHECKPOINT_FILE))
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(result)
+        reported = time.monotonic()
 
 
 class EarlyStopping:

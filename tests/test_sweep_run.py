@@ -129,7 +129,8 @@ def test_quarter_gpus_pack_four_trials_on_one_logical_gpu(ray_session, study_fil
 
 
 class KillOnce(tune.Callback):
-    """SIGKILL the process of the first trial that reports epoch 3; note what Tune does next."""
+    """SIGKILL the process of the first trial to report epoch 3 or later (a pack reports quick
+    epochs together, at its checkpoints: then epoch 4); note what Tune does next."""
 
     def __init__(self):
         self.killed = None
@@ -142,7 +143,7 @@ class KillOnce(tune.Callback):
         self.errored |= trial.trial_id == self.killed
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.killed is None and result["epoch"] == 3:
+        if self.killed is None and result["epoch"] >= 3:
             self.killed = trial.trial_id
             os.kill(result["pid"], signal.SIGKILL)
 
@@ -162,11 +163,12 @@ def test_killed_trial_is_retried_from_checkpoint_and_tables_stay_exact(
     t = trials.to_pandas().set_index("pack_id")
     assert t.loc[killer.killed, "status"] == "completed"
     assert t.loc[killer.killed, "epochs_run"] == 12
-    # killed after epoch 3: the retry goes on from its last checkpoint (epoch 2 or, if the
-    # trial got that far before the kill, 4), not from epoch 1
+    # killed at its report of epoch 3 or 4: the retry goes on from its last checkpoint, not
+    # from epoch 1. Tune fetches a report's checkpoint after the callbacks have seen the report,
+    # so a kill at the report of checkpoint 4 retries from checkpoint 2 (re-running 3 and 4)
     [(retried, first_epoch, checkpoint_next)] = restarts(journal(Path(summary.out)), 2)
     assert t.loc[killer.killed, "trial_id"] == retried  # its one configuration
-    assert first_epoch == checkpoint_next > 1
+    assert first_epoch in (checkpoint_next, checkpoint_next - 2) and first_epoch > 1
 
 
 def test_a_failing_trial_is_recorded_with_its_message_and_the_sweep_goes_on(
