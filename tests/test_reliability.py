@@ -15,8 +15,8 @@ import types
 import pytest
 from conftest import REPO, sweep_command
 
+from sweep import launch, pending, signals
 from sweep import lock as lock_module
-from sweep import pending, signals
 from sweep.__main__ import main
 from sweep.cluster import resolve_address
 from sweep.lock import ResultsInUseError, results_lock
@@ -430,6 +430,12 @@ def test_a_local_ray_starts_only_the_processes_a_sweep_uses():
         assert run["node_class_restored"] and run["works"] and run["registered_before_rays_wait"]
         assert run["config"]["raylet_client_connect_timeout_milliseconds"] == 100
         assert run["config"]["raylet_client_num_connect_attempts"] == 100
+        assert run["config"]["task_events_report_interval_ms"] == 0  # no dashboard to show them
+
+
+def test_a_local_ray_with_a_dashboard_keeps_its_task_events():
+    config = launch.local_system_config(launch.RunOptions(dashboard=True))
+    assert config == launch.LOCAL_SYSTEM_CONFIG and "task_events_report_interval_ms" not in config
 
 
 class NodeId(str):
